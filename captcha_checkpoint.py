@@ -1,0 +1,83 @@
+"""model.pkl: a plain dict of weights, the settings and model config, and training metadata.
+
+Saved atomically (temporary file + os.replace) and loaded with weights_only=True, so a
+crafted pickle cannot run code. Nothing outside plain tensors, numbers, strings, lists
+and dicts goes in, and no whole model is ever pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+from pathlib import Path
+
+import torch
+
+from captcha_cnn_model import CaptchaCNN, ModelConfig, build_model
+from captcha_setting import Settings
+from captcha_util import UserError, atomic_path
+
+FORMAT = "captcha-toolkit/1"
+
+
+TENSOR_STATE = ("optimizer", "scheduler", "rng")  # train_state entries that hold tensors
+
+
+def plain(value):
+    """Numbers, strings, lists and dicts only: what weights_only=True loads back (str subclasses too)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _refusal(err: Exception) -> str:
+    found = re.search(r"GLOBAL ([\w.]+)", str(err))
+    return f"it asks to load {found[1]}" if found else "it holds more than plain data"
+
+
+def save_checkpoint(path, model: CaptchaCNN, meta: dict, train_state: dict | None = None) -> None:
+    """Write `path` in one step: the old file stays whole if anything fails midway."""
+    payload = {
+        "format": FORMAT,
+        "settings": model.settings.to_dict(),
+        "model_config": model.config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "meta": plain(meta),
+    }
+    if train_state is not None:
+        payload["train_state"] = {k: v if k in TENSOR_STATE else plain(v) for k, v in train_state.items()}
+    with atomic_path(path, ".pkl") as tmp:
+        torch.save(payload, tmp)
+
+
+def read_checkpoint(path, map_location="cpu") -> dict:
+    """Load the dict from `path`, turning every way it can be unusable into a UserError."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"--model {path}: file not found; train one with `python captcha_train.py` or pass --model PATH")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise UserError(f"--model {path}: refused to load, {_refusal(err)}; use a model.pkl made by captcha_train.py") from None
+    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ImportError) as err:
+        raise UserError(f"--model {path}: unreadable or truncated ({type(err).__name__}); retrain it or restore a good copy") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise UserError(f"--model {path}: not a captcha-toolkit model file; use a model.pkl made by captcha_train.py")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt: dict, path="model.pkl", device="cpu") -> CaptchaCNN:
+    """Rebuild the network from the arguments stored with it and load its weights."""
+    try:
+        settings = Settings.from_dict(ckpt["settings"])
+        model = build_model(settings, ModelConfig.from_dict(ckpt["model_config"]))
+        model.load_state_dict(ckpt["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        reason = str(err).strip().splitlines()[0][:120]
+        raise UserError(f"--model {path}: its weights do not fit its settings ({reason}); retrain it") from None
+    return model.to(device).eval()
+
+
+def load_checkpoint(path, device="cpu") -> tuple[CaptchaCNN, dict]:
+    """(model in eval mode on `device`, the checkpoint dict)."""
+    ckpt = read_checkpoint(path, map_location="cpu")
+    return model_from_checkpoint(ckpt, path, device), ckpt

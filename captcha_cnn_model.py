@@ -1,0 +1,96 @@
+"""The CNN: a stack of 3x3 conv + BatchNorm + ReLU blocks, then one linear head.
+
+The head ends in `length * num_classes` logits: one softmax block per character position
+(one-hot multi-label). Written for a 2-core CPU first: no dropout on convolution feature
+maps (drawing those masks costs about a third of a step on the CPU), stride-2 blocks that
+shrink the map early, and channels_last memory for the fast oneDNN convolution kernels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+from captcha_codec import LabelCodec
+from captcha_setting import Settings
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network's own arguments; stored in model.pkl so loading needs no flags."""
+
+    # Space-to-depth factor of the stem: 4 turns (1, 60, 160) into (16, 15, 40) without
+    # losing a pixel, so no conv or BatchNorm ever runs at full resolution.
+    stem: int = 4
+    # One conv block per entry: output channels and stride.
+    channels: tuple[int, ...] = (32, 48, 64, 96, 128, 128)
+    strides: tuple[int, ...] = (2, 1, 2, 1, 2, 1)
+    hidden: int = 0  # width of a hidden linear layer before the output, 0 for none
+    dropout: float = 0.1  # on the flattened features only, never on conv maps
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        clean = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        return cls(**clean)
+
+
+def conv_block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class CaptchaCNN(nn.Module):
+    """Input (N, 1, H, W) floats in [0, 1]; output (N, length * num_classes) logits."""
+
+    def __init__(self, settings: Settings, config: ModelConfig | None = None):
+        super().__init__()
+        self.settings = settings
+        self.config = config = config or ModelConfig()
+        self.codec = LabelCodec(settings)
+        if len(config.channels) != len(config.strides):
+            raise ValueError("ModelConfig.channels and strides must have the same length")
+        if settings.height % config.stem or settings.width % config.stem:
+            # PixelUnshuffle needs whole blocks; the settings' size is what every image is resized to.
+            raise ValueError(f"image size {settings.width}x{settings.height} must be a multiple of the stem factor {config.stem}")
+        blocks: list[nn.Module] = [nn.PixelUnshuffle(config.stem)] if config.stem > 1 else []
+        c_in = config.stem * config.stem
+        for c_out, stride in zip(config.channels, config.strides, strict=True):
+            blocks.append(conv_block(c_in, c_out, stride))
+            c_in = c_out
+        self.features = nn.Sequential(*blocks)
+        h, w = self.feature_size(settings.height, settings.width)
+        flat = c_in * h * w
+        head: list[nn.Module] = [nn.Flatten(), nn.Dropout(config.dropout)]
+        if config.hidden:
+            head += [nn.Linear(flat, config.hidden), nn.ReLU(inplace=True), nn.Dropout(config.dropout)]
+            flat = config.hidden
+        head.append(nn.Linear(flat, self.codec.num_outputs))
+        self.head = nn.Sequential(*head)
+
+    def feature_size(self, height: int, width: int) -> tuple[int, int]:
+        """Spatial size after the conv stack: each stride-2 block halves it, rounding up."""
+        height, width = height // self.config.stem, width // self.config.stem
+        for stride in self.config.strides:
+            height, width = (height - 1) // stride + 1, (width - 1) // stride + 1
+        return height, width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - 0.5) * 4.0  # [0, 1] -> roughly zero mean, unit spread
+        return self.head(self.features(x))
+
+
+def build_model(settings: Settings, config: ModelConfig | None = None) -> CaptchaCNN:
+    return CaptchaCNN(settings, config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

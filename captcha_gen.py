@@ -1,0 +1,176 @@
+"""Write labelled captcha images for training, testing and prediction.
+
+    python captcha_gen.py                       # 100,000 train, 1,000 test, 1,000 predict
+    python captcha_gen.py --train 2000 --seed 1 # a small, reproducible set
+
+Files are named LABEL_ID.png, ID being the image's index in its split, so two captchas with
+the same text never collide. Each image is written to a hidden temporary file and renamed
+into place, so a killed run leaves no half-written image; running the same command again
+generates only the IDs that are missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import multiprocessing as mp
+import os
+import random
+import re
+import secrets
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+import captcha_setting as cs
+from captcha_setting import Settings
+from captcha_util import UserError, add_settings_args, check_writable_dir, run_cli, settings_from_args
+
+SPLITS = ("train", "test", "predict")
+NAME_RE = re.compile(r"^(?P<label>.+)_(?P<id>\d+)\.png$")
+TMP_PREFIX = ".tmp-"
+
+
+class SeededSecrets(random.Random):
+    """A seeded stand-in for the `secrets` module, which the captcha library draws from.
+
+    The library calls secrets.randbelow, secrets.randbits and secrets.choice; a Random
+    with those three names makes every draw repeatable from one integer seed.
+    """
+
+    def randbelow(self, n: int) -> int:
+        return self.randrange(n)
+
+    def randbits(self, k: int) -> int:
+        return self.getrandbits(k)
+
+
+def image_seed(seed: int, split: str, index: int) -> int:
+    """One independent 64-bit seed per image, so output does not depend on worker count."""
+    digest = hashlib.sha256(f"{seed}:{split}:{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+class CaptchaFactory:
+    """Draws captchas in a given style; `make(rng)` returns (label, PIL image)."""
+
+    def __init__(self, settings: Settings, fonts: list[str] | None = None):
+        from captcha.image import ImageCaptcha
+
+        self.settings = settings
+        self.generator = ImageCaptcha(width=settings.width, height=settings.height, fonts=fonts)
+
+    def make(self, rng=None):
+        """Draw one captcha. `rng` is a SeededSecrets, or None for the library's own randomness."""
+        import captcha.image
+
+        rng = rng or secrets.SystemRandom()
+        s = self.settings
+        length = s.length if not s.variable_length else rng.randint(s.min_length, s.length)
+        label = "".join(rng.choice(s.charset) for _ in range(length))
+        # The library looks `secrets` up as a module global at every draw.
+        captcha.image.secrets = rng if isinstance(rng, SeededSecrets) else secrets
+        try:
+            image = self.generator.generate_image(label)
+        finally:
+            captcha.image.secrets = secrets
+        return label, image
+
+    def make_seeded(self, seed: int | None, split: str, index: int):
+        rng = SeededSecrets(image_seed(seed, split, index)) if seed is not None else None
+        return self.make(rng)
+
+
+def existing_ids(folder: Path) -> set[int]:
+    """IDs already written in `folder`; stale temporary files from a killed run are removed."""
+    ids = set()
+    for entry in os.scandir(folder):
+        if entry.name.startswith(TMP_PREFIX):
+            os.unlink(entry.path)
+            continue
+        match = NAME_RE.match(entry.name)
+        if match:
+            ids.add(int(match["id"]))
+    return ids
+
+
+def id_width(count: int) -> int:
+    return max(6, len(str(max(count - 1, 0))))
+
+
+_factory: CaptchaFactory | None = None
+
+
+def _init_worker(settings_dict: dict) -> None:
+    global _factory
+    _factory = CaptchaFactory(Settings.from_dict(settings_dict))
+
+
+def _write_one(job: tuple[str, str, int, int, int | None]) -> str:
+    folder, split, index, width, seed = job
+    label, image = _factory.make_seeded(seed, split, index)
+    tmp = os.path.join(folder, f"{TMP_PREFIX}{index}.png")
+    image.save(tmp, format="png")
+    os.replace(tmp, os.path.join(folder, f"{label}_{index:0{width}d}.png"))
+    return label
+
+
+def generate_split(out: Path, split: str, count: int, settings: Settings, workers: int, seed: int | None) -> int:
+    """Bring `out/split` up to `count` images; return how many were written now."""
+    folder = out / split
+    folder.mkdir(parents=True, exist_ok=True)
+    have = existing_ids(folder)
+    width = id_width(count)
+    jobs = [(str(folder), split, i, width, seed) for i in range(count) if i not in have]
+    if not jobs:
+        print(f"{split}: {count:,} images already in {folder}")
+        return 0
+    bar = tqdm(total=len(jobs), desc=f"{split:>7}", unit="img", dynamic_ncols=True)
+    if workers <= 1:
+        _init_worker(settings.to_dict())
+        for job in jobs:
+            _write_one(job)
+            bar.update()
+    else:
+        ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(settings.to_dict(),)) as pool:
+            for _ in pool.imap_unordered(_write_one, jobs, chunksize=16):
+                bar.update()
+    bar.close()
+    return len(jobs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Generate labelled captcha images (LABEL_ID.png) with the captcha library.")
+    p.add_argument("--train", type=int, default=cs.TRAIN_COUNT, help="training images (default: %(default)s)")
+    p.add_argument("--test", type=int, default=cs.TEST_COUNT, help="test images (default: %(default)s)")
+    p.add_argument("--predict", type=int, default=cs.PREDICT_COUNT, help="images to predict (default: %(default)s)")
+    p.add_argument("--out", default=cs.DATASET_PATH, help="folder that gets train/ test/ predict/ (default: %(default)s)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes drawing images (default: all cores, %(default)s)")
+    p.add_argument("--seed", type=int, default=None, help="make the images reproducible, byte for byte (default: random)")
+    add_settings_args(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = settings_from_args(args)
+    for flag in ("train", "test", "predict"):
+        if getattr(args, flag) < 0:
+            raise UserError(f"--{flag} {getattr(args, flag)}: a count cannot be negative")
+    if args.workers < 1:
+        raise UserError(f"--workers {args.workers}: use at least 1")
+    out = check_writable_dir(args.out, "--out")
+    print(f"generating {settings.describe()} into {out}/ with {args.workers} worker(s)")
+    start, written = time.perf_counter(), 0
+    for split in SPLITS:
+        written += generate_split(out, split, getattr(args, split), settings, args.workers, args.seed)
+    elapsed = time.perf_counter() - start
+    rate = written / elapsed if elapsed > 0 else 0.0
+    print(f"done: {written:,} images written in {elapsed:.1f} s ({rate:.0f} images/s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

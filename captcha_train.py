@@ -1,0 +1,255 @@
+"""Train the captcha CNN and save the best model to model.pkl.
+
+    python captcha_train.py                        # dataset/train, checked on dataset/test
+    python captcha_train.py --resume               # continue an interrupted run
+
+After every epoch the model is checked on the validation folder with the same evaluate()
+that captcha_test.py uses; the best model so far is written to model.pkl, and the full
+training state to <model>_run/last.pkl, both atomically, so --resume loses at most the
+epoch that was running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import captcha_setting as cs
+from captcha_checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
+from captcha_cnn_model import CaptchaCNN, ModelConfig, build_model, count_parameters
+from captcha_dataset import LabelledSet, load_labelled, to_tensor
+from captcha_test import EvalResult, evaluate
+from captcha_util import UserError, add_settings_args, choose_device, run_cli, settings_from_args
+
+# The recipe chosen by the study in docs/BENCHMARKS.md.
+EPOCHS = 12
+BATCH_SIZE = 128
+LR = 3e-3
+WEIGHT_DECAY = 0.05
+LABEL_SMOOTHING = 0.1
+WARMUP = 0.15  # share of the steps spent warming the learning rate up
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Train the captcha CNN; the best model is saved to --model.")
+    p.add_argument("--train-dir", default=cs.TRAIN_DATASET_PATH, help="folder of LABEL_*.png training images (default: %(default)s)")
+    p.add_argument("--val-dir", default=cs.TEST_DATASET_PATH, help="folder checked after every epoch (default: %(default)s)")
+    p.add_argument("--epochs", type=int, default=EPOCHS, help="passes over the training set (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="images per step (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=LR, help="peak learning rate of the one-cycle schedule (default: %(default)s)")
+    p.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY, help="AdamW weight decay (default: %(default)s)")
+    p.add_argument("--label-smoothing", type=float, default=LABEL_SMOOTHING, help="cross-entropy label smoothing (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps (default: auto)")
+    p.add_argument("--model", default=cs.MODEL_PATH, help="where the best model is saved (default: %(default)s)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run saved beside --model")
+    p.add_argument("--target-acc", type=float, default=None, help="stop once validation accuracy reaches this, e.g. 0.99")
+    p.add_argument("--workers", type=int, default=0, help="processes that decode images into the cache (default: all cores)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: all cores)")
+    p.add_argument("--seed", type=int, default=0, help="seed for weights and batch order (default: %(default)s)")
+    add_settings_args(p)
+    return p
+
+
+def run_dir(model_path) -> Path:
+    """model.pkl -> model_run/: where the resumable state and the history live."""
+    path = Path(model_path)
+    return path.with_name(path.stem + "_run")
+
+
+class History:
+    """One CSV row per epoch, rewritten whole so a killed run leaves a readable file."""
+
+    FIELDS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_char_accuracy", "lr", "epoch_s", "elapsed_s")
+
+    def __init__(self, folder: Path, rows: list[dict] | None = None):
+        self.path = folder / "history.csv"
+        self.rows = list(rows or [])
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+        tmp = self.path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.FIELDS)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        os.replace(tmp, self.path)
+
+
+def make_optimizer(model: CaptchaCNN, args, steps: int):
+    # No weight decay on BatchNorm and biases: decaying them only slows training.
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=args.lr)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=args.lr, total_steps=max(steps, 1), pct_start=WARMUP, div_factor=20, final_div_factor=200
+    )
+    return optimizer, scheduler
+
+
+def train_epoch(model, data: LabelledSet, targets: np.ndarray, optimizer, scheduler, args, epoch: int, device) -> float:
+    """One pass in a seeded order; full batches only, so BatchNorm never sees a tiny one."""
+    model.train()
+    order = np.random.default_rng([args.seed, epoch]).permutation(len(data))
+    batch = min(args.batch_size, len(data))
+    steps = len(data) // batch
+    k = model.codec.num_classes
+    bar = tqdm(total=steps * batch, desc=f"epoch {epoch}/{args.epochs}", unit="img", unit_scale=True, leave=False, dynamic_ncols=True)
+    total = 0.0
+    for step in range(steps):
+        pos = order[step * batch : (step + 1) * batch]
+        x = to_tensor(data.batch(pos)).to(device, non_blocking=True)
+        y = torch.from_numpy(targets[pos]).to(device, non_blocking=True)  # (B, length)
+        logits = model(x)  # (B, length * k)
+        loss = F.cross_entropy(logits.view(-1, k), y.view(-1), label_smoothing=args.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total += loss.item()
+        bar.update(batch)
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{total / (step + 1):.4f}")
+    bar.close()
+    return total / max(steps, 1)
+
+
+def resume_state(args):
+    """Load the interrupted run: its last complete epoch, else the best model's state."""
+    last = run_dir(args.model) / "last.pkl"
+    path = last if last.exists() else Path(args.model)
+    if not path.exists():
+        raise UserError(f"--resume: nothing to resume at {last} or {args.model}; start without --resume")
+    ckpt = read_checkpoint(path)
+    if "train_state" not in ckpt:
+        raise UserError(f"--resume: {path} holds no training state; start without --resume")
+    return ckpt, path
+
+
+def start_or_resume(args, device):
+    if args.resume:
+        ckpt, path = resume_state(args)
+        model = model_from_checkpoint(ckpt, path, device)
+        state = ckpt["train_state"]
+        saved = state["args"]
+        for name in ("epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "seed"):
+            setattr(args, name, saved[name])
+        print(f"resuming {path} after epoch {state['epoch']} of {args.epochs}")
+        return model, state
+    settings = settings_from_args(args)
+    torch.manual_seed(args.seed)
+    return build_model(settings, ModelConfig()), None
+
+
+def meta_for(args, epoch: int, result: EvalResult, best: float, elapsed: float, n_train: int) -> dict:
+    return {
+        "epoch": epoch,
+        "epochs": args.epochs,
+        "best_accuracy": best,
+        "val_accuracy": result.accuracy,
+        "val_char_accuracy": result.char_accuracy,
+        "train_images": n_train,
+        "train_dir": str(args.train_dir),
+        "elapsed_s": round(elapsed, 1),
+        "torch": torch.__version__,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = choose_device(args.device)
+    model, state = start_or_resume(args, device)
+    codec = model.codec
+    train = load_labelled(args.train_dir, codec, "--train-dir", args.workers)
+    val = load_labelled(args.val_dir, codec, "--val-dir", args.workers)
+    for data in (train, val):
+        if data.skipped:
+            print(data.describe_skipped())
+    targets = train.targets(codec)
+    steps = len(train) // min(args.batch_size, len(train))
+    model = model.to(device).to(memory_format=torch.channels_last)
+    optimizer, scheduler = make_optimizer(model, args, steps * args.epochs)
+    folder = run_dir(args.model)
+    folder.mkdir(parents=True, exist_ok=True)
+    first, best, elapsed, history = 1, 0.0, 0.0, History(folder)
+    if state:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        first, best, elapsed = state["epoch"] + 1, state["best"], state["elapsed"]
+        history = History(folder, state["history"])
+    print(f"training on {len(train):,} images ({train.folder}), checking on {len(val):,} ({val.folder})")
+    print(f"model: {count_parameters(model):,} parameters, {model.settings.describe()}, device {device}, {torch.get_num_threads()} threads")
+    return fit(model, train, val, targets, optimizer, scheduler, args, device, first, best, elapsed, history)
+
+
+def fit(model, train, val, targets, optimizer, scheduler, args, device, first, best, elapsed, history) -> int:
+    folder = run_dir(args.model)
+    best_epoch, last = history_best(history), None
+    for epoch in range(first, args.epochs + 1):
+        start = time.perf_counter()
+        loss = train_epoch(model, train, targets, optimizer, scheduler, args, epoch, device)
+        last = evaluate(model, val, device)
+        took = time.perf_counter() - start
+        elapsed += took
+        lr = optimizer.param_groups[0]["lr"]
+        history.add(
+            {
+                "epoch": epoch,
+                "train_loss": f"{loss:.5f}",
+                "val_loss": f"{last.loss:.5f}",
+                "val_accuracy": f"{last.accuracy:.5f}",
+                "val_char_accuracy": f"{last.char_accuracy:.5f}",
+                "lr": f"{lr:.3g}",
+                "epoch_s": f"{took:.1f}",
+                "elapsed_s": f"{elapsed:.1f}",
+            }
+        )
+        improved = last.accuracy > best or best_epoch is None
+        if improved:
+            best, best_epoch = last.accuracy, epoch
+        state = {
+            "epoch": epoch,
+            "best": best,
+            "elapsed": elapsed,
+            "history": history.rows,
+            "args": vars(args),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": torch.get_rng_state(),
+        }
+        meta = meta_for(args, epoch, last, best, elapsed, len(train))
+        save_checkpoint(folder / "last.pkl", model, meta, state)
+        if improved:
+            save_checkpoint(args.model, model, meta, state)
+        mark = f"  -> saved {args.model}" if improved else ""
+        print(f"epoch {epoch}/{args.epochs}  loss {loss:.4f}  {last.summary('val')}  {took:.0f} s{mark}", flush=True)
+        if args.target_acc is not None and last.accuracy >= args.target_acc:
+            print(f"reached --target-acc {args.target_acc:.2%} at epoch {epoch}")
+            break
+    rate = len(train) * (len(history.rows)) / elapsed if elapsed else 0
+    print(
+        f"done: {len(history.rows)} epochs in {elapsed / 60:.1f} min ({rate:,.0f} img/s); "
+        f"best {best:.2%} exact at epoch {best_epoch}, saved to {args.model}"
+    )
+    return 0
+
+
+def history_best(history: History) -> int | None:
+    if not history.rows:
+        return None
+    return max(history.rows, key=lambda r: float(r["val_accuracy"]))["epoch"]
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

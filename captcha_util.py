@@ -1,0 +1,107 @@
+"""Small pieces every script shares: user errors, device choice, atomic writes, settings flags."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from captcha_setting import Settings
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """A mistake in the user's input: shown as one line, exit status 2, no traceback."""
+
+
+def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> int:
+    """Run a script's main() and turn a UserError into one line on stderr and exit status 2."""
+    try:
+        result = main(argv)
+    except UserError as err:
+        prog = Path(sys.argv[0]).name or "captcha"
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+def choose_device(name: str = "auto"):
+    """Pick the torch device once: auto means CUDA, then MPS, then CPU."""
+    import torch
+
+    name = (name or "auto").lower()
+    mps = getattr(torch.backends, "mps", None)
+    mps_ok = bool(mps and mps.is_available())
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if mps_ok else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: CUDA is not available on this machine; use --device cpu or auto")
+    if name == "mps" and not mps_ok:
+        raise UserError("--device mps: MPS is not available on this machine; use --device cpu or auto")
+    if name not in ("cpu", "cuda", "mps") and not name.startswith("cuda:"):
+        raise UserError(f"--device {name}: unknown device; use auto, cpu, cuda or mps")
+    return torch.device(name)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
+    """Yield a temporary path beside `path`; on success it replaces `path` in one step.
+
+    A crash or error leaves the old file untouched and no temporary behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def check_writable_dir(path: str | os.PathLike, flag: str) -> Path:
+    """Create `path` if needed and make sure files can be written there, before work starts."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise UserError(f"{flag} {path}: cannot write there ({err.strerror}); choose another folder") from None
+    return path
+
+
+def add_settings_args(parser, defaults: Settings | None = None, help_suffix: str = "") -> None:
+    """Add --charset/--length/--width/--height; None means 'take from defaults or the model'."""
+    d = defaults or Settings()
+    g = parser.add_argument_group("captcha settings" + help_suffix)
+    g.add_argument("--charset", default=None, help=f"characters a captcha may contain (default: {d.charset})")
+    g.add_argument("--length", type=int, default=None, help=f"characters per captcha (default: {d.length})")
+    g.add_argument("--width", type=int, default=None, help=f"image width in pixels (default: {d.width})")
+    g.add_argument("--height", type=int, default=None, help=f"image height in pixels (default: {d.height})")
+
+
+def settings_from_args(args, base: Settings | None = None) -> Settings:
+    """Apply the settings flags on top of `base`, as a one-line error if they do not fit."""
+    base = base or Settings()
+    changes = {k: getattr(args, k, None) for k in ("charset", "length", "width", "height")}
+    if changes["length"] is not None and base.min_length == base.length:
+        changes["min_length"] = changes["length"]
+    try:
+        return base.with_(**changes)
+    except ValueError as err:
+        raise UserError(f"settings: {err}") from None
