@@ -1,0 +1,52 @@
+"""Shared fixtures: a tiny generated data set, a tiny trained model, and a CLI runner.
+
+Everything is small on purpose: tests check behaviour, benchmarks under bench/ measure speed.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import captcha_gen  # noqa: E402
+import captcha_train  # noqa: E402
+from captcha_util import run_cli  # noqa: E402
+
+
+@pytest.fixture
+def cli(capsys):
+    """cli(module_main, *args) -> (exit status, stdout, stderr), as the command line would give them."""
+
+    def run(main, *args):
+        capsys.readouterr()
+        code = run_cli(main, [str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """dataset-like folder with train/ (300), test/ (60) and predict/ (20) images, seed 7."""
+    out = tmp_path_factory.mktemp("data")
+    captcha_gen.main(["--train", "300", "--test", "60", "--predict", "20", "--out", str(out), "--seed", "7", "--workers", "2"])
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_data, tmp_path_factory) -> Path:
+    """A model.pkl trained for 2 epochs on tiny_data (far from accurate, but real)."""
+    path = tmp_path_factory.mktemp("model") / "model.pkl"
+    captcha_train.main(
+        [
+            "--train-dir", str(tiny_data / "train"), "--val-dir", str(tiny_data / "test"),
+            "--epochs", "2", "--batch-size", "32", "--model", str(path),
+        ]
+    )  # fmt: skip
+    return path
