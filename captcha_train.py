@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import time
 from pathlib import Path
@@ -54,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="processes that decode images into the cache (default: all cores)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: all cores)")
     p.add_argument("--seed", type=int, default=0, help="seed for weights and batch order (default: %(default)s)")
+    p.add_argument(
+        "--model-config",
+        default=None,
+        metavar="JSON",
+        help='advanced: override the network\'s ModelConfig fields, e.g. \'{"channels": [32, 64, 96, 128], "strides": [2, 2, 1, 2]}\'',
+    )
     add_settings_args(p)
     return p
 
@@ -95,26 +102,31 @@ def make_optimizer(model: CaptchaCNN, args, steps: int):
     return optimizer, scheduler
 
 
+def train_step(model, x, y, optimizer, scheduler, label_smoothing: float) -> float:
+    """One optimizer step on x (B, 1, H, W) and targets y (B, length); returns the loss."""
+    k = model.codec.num_classes
+    logits = model(x)  # (B, length * k)
+    loss = F.cross_entropy(logits.view(-1, k), y.view(-1), label_smoothing=label_smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+    return loss.item()
+
+
 def train_epoch(model, data: LabelledSet, targets: np.ndarray, optimizer, scheduler, args, epoch: int, device) -> float:
     """One pass in a seeded order; full batches only, so BatchNorm never sees a tiny one."""
     model.train()
     order = np.random.default_rng([args.seed, epoch]).permutation(len(data))
     batch = min(args.batch_size, len(data))
     steps = len(data) // batch
-    k = model.codec.num_classes
     bar = tqdm(total=steps * batch, desc=f"epoch {epoch}/{args.epochs}", unit="img", unit_scale=True, leave=False, dynamic_ncols=True)
     total = 0.0
     for step in range(steps):
         pos = order[step * batch : (step + 1) * batch]
         x = to_tensor(data.batch(pos)).to(device, non_blocking=True)
         y = torch.from_numpy(targets[pos]).to(device, non_blocking=True)  # (B, length)
-        logits = model(x)  # (B, length * k)
-        loss = F.cross_entropy(logits.view(-1, k), y.view(-1), label_smoothing=args.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        total += loss.item()
+        total += train_step(model, x, y, optimizer, scheduler, args.label_smoothing)
         bar.update(batch)
         if step % 20 == 0:
             bar.set_postfix(loss=f"{total / (step + 1):.4f}")
@@ -146,7 +158,17 @@ def start_or_resume(args, device):
         return model, state
     settings = settings_from_args(args)
     torch.manual_seed(args.seed)
-    return build_model(settings, ModelConfig()), None
+    return build_model(settings, model_config_from_args(args)), None
+
+
+def model_config_from_args(args) -> ModelConfig:
+    if not args.model_config:
+        return ModelConfig()
+    try:
+        changes = json.loads(args.model_config)
+        return ModelConfig.from_dict({**ModelConfig().to_dict(), **changes})
+    except (ValueError, TypeError) as err:
+        raise UserError(f"--model-config: not a valid JSON object of ModelConfig fields ({err})") from None
 
 
 def meta_for(args, epoch: int, result: EvalResult, best: float, elapsed: float, n_train: int) -> dict:

@@ -1,0 +1,68 @@
+"""Time to accuracy of the default training command on 100,000 generated captchas.
+
+    python bench/time_to_accuracy.py [-- extra captcha_train.py flags]
+
+Generates (or reuses) bench_data/: 100,000 training and 2,000 test captchas, seed 2026.
+Then runs `python captcha_train.py --train-dir bench_data/train --val-dir bench_data/test`
+with the defaults and prints one JSON line per epoch (elapsed wall time since the command
+started, whole-captcha test accuracy), then a summary line with the accuracy reached by 10,
+20 and 30 minutes, the total wall time and the training process's peak memory.
+"""
+
+from __future__ import annotations
+
+import re
+import resource
+import subprocess
+import sys
+import time
+
+from _common import BENCH_DATA, ROOT, emit, ensure_bench_data
+
+EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+) .*val: [\d,]+ captchas, ([\d.]+)% exact, ([\d.]+)% of characters")
+
+
+def accuracy_by(epochs: list[dict], minutes: float) -> float | None:
+    """Best accuracy among the epochs finished within `minutes` (what a user stopping then would have)."""
+    done = [e["accuracy"] for e in epochs if e["elapsed_s"] <= minutes * 60]
+    return max(done) if done else None
+
+
+def main() -> None:
+    extra = sys.argv[1:]
+    if extra[:1] == ["--"]:
+        extra = extra[1:]
+    ensure_bench_data()
+    model = BENCH_DATA / "model.pkl"
+    cmd = [sys.executable, "-u", str(ROOT / "captcha_train.py"), "--train-dir", str(BENCH_DATA / "train")]
+    cmd += ["--val-dir", str(BENCH_DATA / "test"), "--model", str(model), *extra]
+    start, epochs = time.perf_counter(), []
+    with subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True) as proc:
+        for line in proc.stdout:
+            sys.stderr.write(line)
+            match = EPOCH_LINE.match(line)
+            if match:
+                record = {"epoch": int(match[1]), "elapsed_s": round(time.perf_counter() - start, 1)}
+                record.update(accuracy=float(match[3]) / 100, char_accuracy=float(match[4]) / 100)
+                epochs.append(record)
+                emit(record)
+    total = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"training failed with exit status {proc.returncode}")
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    emit(
+        {
+            "final_accuracy": max(e["accuracy"] for e in epochs),
+            "minutes": round(total / 60, 2),
+            "acc_at_10_min": accuracy_by(epochs, 10),
+            "acc_at_20_min": accuracy_by(epochs, 20),
+            "acc_at_30_min": accuracy_by(epochs, 30),
+            "epochs": len(epochs),
+            "peak_rss_mb": round(peak_mb),
+            "command": " ".join(["python", "captcha_train.py", *cmd[3:]]).replace(str(ROOT) + "/", ""),
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
