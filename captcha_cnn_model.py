@@ -21,12 +21,15 @@ from captcha_setting import Settings
 class ModelConfig:
     """The network's own arguments; stored in model.pkl so loading needs no flags."""
 
-    # Space-to-depth factor of the stem: 4 turns (1, 60, 160) into (16, 15, 40) without
-    # losing a pixel, so no conv or BatchNorm ever runs at full resolution.
-    stem: int = 4
-    # One conv block per entry: output channels and stride.
-    channels: tuple[int, ...] = (32, 48, 64, 96, 128, 128)
-    strides: tuple[int, ...] = (2, 1, 2, 1, 2, 1)
+    # Space-to-depth factor of the stem: 2 turns (1, 60, 160) into (4, 30, 80) without losing
+    # a pixel, so no conv or BatchNorm ever runs at full resolution (there, BatchNorm and
+    # ReLU cost more than the convolution itself on a CPU).
+    stem: int = 2
+    # One conv block per entry: output channels and stride. For 160x60 the maps are
+    # 15x40 (32), 8x20 (64), 8x20 (128), 4x10 (128), 4x10 (192): width is spent where the
+    # map is small and cheap; the study in docs/BENCHMARKS.md chose it.
+    channels: tuple[int, ...] = (32, 64, 128, 128, 192)
+    strides: tuple[int, ...] = (2, 2, 1, 2, 1)
     hidden: int = 0  # width of a hidden linear layer before the output, 0 for none
     dropout: float = 0.1  # on the flattened features only, never on conv maps
 
