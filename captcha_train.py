@@ -31,7 +31,7 @@ from captcha_test import EvalResult, evaluate
 from captcha_util import UserError, add_settings_args, choose_device, run_cli, settings_from_args
 
 # The recipe chosen by the study in docs/BENCHMARKS.md.
-EPOCHS = 12
+EPOCHS = 8
 BATCH_SIZE = 128
 LR = 3e-3
 WEIGHT_DECAY = 0.05
