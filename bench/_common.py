@@ -17,7 +17,7 @@ def ensure_bench_data(train: int = 100_000, test: int = 2_000) -> Path:
     """Generate (or finish, or reuse) the benchmark data set with captcha_gen.py."""
     cmd = [sys.executable, str(ROOT / "captcha_gen.py"), "--out", str(BENCH_DATA), "--train", str(train), "--test", str(test)]
     cmd += ["--predict", "0", "--seed", str(BENCH_SEED)]
-    subprocess.run(cmd, check=True, cwd=ROOT)
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=sys.stderr)  # stdout carries only the JSON lines
     return BENCH_DATA
 
 
