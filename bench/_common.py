@@ -13,12 +13,12 @@ BENCH_DATA = ROOT / "bench_data"  # 100,000 train + 2,000 test captchas, seed 20
 BENCH_SEED = 2026
 
 
-def ensure_bench_data(train: int = 100_000, test: int = 2_000) -> Path:
+def ensure_bench_data(train: int = 100_000, test: int = 2_000, out: Path = BENCH_DATA) -> Path:
     """Generate (or finish, or reuse) the benchmark data set with captcha_gen.py."""
-    cmd = [sys.executable, str(ROOT / "captcha_gen.py"), "--out", str(BENCH_DATA), "--train", str(train), "--test", str(test)]
+    cmd = [sys.executable, str(ROOT / "captcha_gen.py"), "--out", str(out), "--train", str(train), "--test", str(test)]
     cmd += ["--predict", "0", "--seed", str(BENCH_SEED)]
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=sys.stderr)  # stdout carries only the JSON lines
-    return BENCH_DATA
+    return Path(out)
 
 
 def emit(record: dict) -> None:

@@ -1,6 +1,6 @@
 """Time to accuracy of the default training command on 100,000 generated captchas.
 
-    python bench/time_to_accuracy.py [-- extra captcha_train.py flags]
+    python bench/time_to_accuracy.py [--train N --test N --data DIR] [-- extra captcha_train.py flags]
 
 Generates (or reuses) bench_data/: 100,000 training and 2,000 test captchas, seed 2026.
 Then runs `python captcha_train.py --train-dir bench_data/train --val-dir bench_data/test`
@@ -11,11 +11,13 @@ started, whole-captcha test accuracy), then a summary line with the accuracy rea
 
 from __future__ import annotations
 
+import argparse
 import re
 import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from _common import BENCH_DATA, ROOT, emit, ensure_bench_data
 
@@ -28,14 +30,21 @@ def accuracy_by(epochs: list[dict], minutes: float) -> float | None:
     return max(done) if done else None
 
 
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--train", type=int, default=100_000, help="training captchas (default: %(default)s)")
+    p.add_argument("--test", type=int, default=2_000, help="test captchas (default: %(default)s)")
+    p.add_argument("--data", type=Path, default=BENCH_DATA, help="folder for the data set and model (default: bench_data/)")
+    p.add_argument("extra", nargs="*", help="flags passed on to captcha_train.py, after --")
+    return p.parse_args()
+
+
 def main() -> None:
-    extra = sys.argv[1:]
-    if extra[:1] == ["--"]:
-        extra = extra[1:]
-    ensure_bench_data()
-    model = BENCH_DATA / "model.pkl"
-    cmd = [sys.executable, "-u", str(ROOT / "captcha_train.py"), "--train-dir", str(BENCH_DATA / "train")]
-    cmd += ["--val-dir", str(BENCH_DATA / "test"), "--model", str(model), *extra]
+    args = parse_args()
+    data = ensure_bench_data(args.train, args.test, args.data)
+    model = data / "model.pkl"
+    cmd = [sys.executable, "-u", str(ROOT / "captcha_train.py"), "--train-dir", str(data / "train")]
+    cmd += ["--val-dir", str(data / "test"), "--model", str(model), *args.extra]
     start, epochs = time.perf_counter(), []
     with subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, text=True) as proc:
         for line in proc.stdout:

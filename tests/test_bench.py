@@ -1,0 +1,35 @@
+"""The benchmarks stay runnable: each runs on tiny data and prints the JSON line it documents.
+
+These check the output's form only; the figures come from full runs (docs/BENCHMARKS.md).
+"""
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def run_bench(*args, timeout=300):
+    proc = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+
+
+def test_train_speed_reports_images_per_second_for_both_models(tiny_data):
+    (record,) = run_bench(ROOT / "bench/train_speed.py", "--seconds", "0.5", "--reference", "--data", tiny_data / "train")
+    assert record["img_per_s"] > 0 and record["reference_img_per_s"] > 0
+    assert record["speedup"] == round(record["img_per_s"] / record["reference_img_per_s"], 1)
+
+
+def test_gen_speed_reports_one_and_all_workers():
+    (record,) = run_bench(ROOT / "bench/gen_speed.py", "--count", "20")
+    assert record["workers_1"] > 0 and record["workers_N"] > 0 and record["count"] == 20
+
+
+def test_time_to_accuracy_reports_every_epoch_and_a_summary(tmp_path):
+    out = run_bench(ROOT / "bench/time_to_accuracy.py", "--train", "96", "--test", "16", "--data", tmp_path, "--", "--epochs", "2",
+                    "--batch-size", "32")  # fmt: skip
+    epochs, summary = out[:-1], out[-1]
+    assert [e["epoch"] for e in epochs] == [1, 2] and all(0 <= e["accuracy"] <= 1 for e in epochs)
+    assert summary["epochs"] == 2 and summary["peak_rss_mb"] > 0 and (tmp_path / "model.pkl").exists()
