@@ -1,0 +1,104 @@
+"""Inference speed on the CPU: single-image latency and batched throughput, PyTorch and ONNX.
+
+    flock /tmp/bench.lock python bench/infer_speed.py [--model model.pkl]
+
+Prints one JSON line with torch_latency_ms, torch_img_per_s, onnx_latency_ms, onnx_img_per_s.
+
+What is timed, through the public API (captcha_predict.load_model) of each runtime:
+- latency: the median over --calls calls of `model.predict(image)`, `image` being a decoded
+  160x60 RGB PIL image (a captcha as the generator draws it). One call covers load_image
+  (grey conversion, resize when needed), the float tensor, the forward pass and decoding to
+  a Prediction; reading and PNG-decoding a file is not included.
+- throughput: images/s of `model.predict_arrays(batch)` on --batch images already prepared as
+  (N, H, W) uint8 (what load_image returns, or the packed cache holds), for --seconds: the
+  float tensor, the forward pass and decoding.
+The model is --model (default model.pkl, else the shipped models/default.pkl); its ONNX twin is
+exported to a temporary folder unless --onnx is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from _common import emit
+
+import captcha_setting as cs
+from captcha_checkpoint import load_checkpoint
+from captcha_default import resolve_model
+from captcha_gen import CaptchaFactory, SeededSecrets
+from captcha_onnx import export_onnx
+from captcha_predict import load_model
+from captcha_util import run_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Time single-image latency and batched throughput of PyTorch and ONNX inference.")
+    p.add_argument("--model", default=cs.MODEL_PATH, help="model.pkl to time (default: %(default)s, else models/default.pkl)")
+    p.add_argument("--onnx", default=None, help="its exported .onnx (default: export one to a temporary folder)")
+    p.add_argument("--calls", type=int, default=2000, help="single-image calls per runtime; the median is reported (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=256, help="images per batched call (default: %(default)s)")
+    p.add_argument("--seconds", type=float, default=10.0, help="time spent on batched calls per runtime (default: %(default)s)")
+    p.add_argument("--images", type=int, default=256, help="distinct generated captchas the calls cycle through (default: %(default)s)")
+    return p
+
+
+def captchas(settings, count: int):
+    """Decoded PIL images drawn in memory, seeded: the same inputs on every run."""
+    factory = CaptchaFactory(settings)
+    return [factory.make(SeededSecrets(i))[1] for i in range(count)]
+
+
+def latency_ms(recognizer, images, calls: int) -> float:
+    for image in images[:20]:  # warm-up: the first calls pick kernels and allocate
+        recognizer.predict(image)
+    times = []
+    for i in range(calls):
+        image = images[i % len(images)]
+        start = time.perf_counter()
+        recognizer.predict(image)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def img_per_s(recognizer, batch: np.ndarray, seconds: float) -> float:
+    recognizer.predict_arrays(batch)  # warm-up
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        recognizer.predict_arrays(batch)
+        done += len(batch)
+    return done / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    path = resolve_model(args.model)
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = args.onnx
+        if onnx_path is None:
+            onnx_path = Path(tmp) / "model.onnx"
+            export_onnx(*load_checkpoint(path, "cpu"), onnx_path)
+        runtimes = {"torch": load_model(path, "cpu"), "onnx": load_model(onnx_path, "cpu")}
+        settings = runtimes["torch"].settings
+        images = captchas(settings, args.images)
+        prepared = np.stack([runtimes["torch"].prepare(img) for img in images])
+        batch = np.resize(prepared, (args.batch, settings.height, settings.width))  # cycles through the images
+        record = {}
+        for name, recognizer in runtimes.items():
+            record[f"{name}_latency_ms"] = round(latency_ms(recognizer, images, args.calls), 3)
+            record[f"{name}_img_per_s"] = round(img_per_s(recognizer, batch, args.seconds))
+    import onnxruntime
+
+    record.update(model=str(path), batch=args.batch, threads=torch.get_num_threads(), torch=torch.__version__)
+    record.update(onnxruntime=onnxruntime.__version__)
+    emit(record)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

@@ -1,0 +1,168 @@
+"""ONNX: export a trained model for onnxruntime, and run such a file behind the Recognizer API.
+
+    python captcha_export.py --model model.pkl --onnx model.onnx
+    python captcha_predict.py --model model.onnx captcha.png
+
+The .onnx file stands alone: the settings (charset, length, image size), the model config
+and a summary of the training meta are stored in its metadata_props, so reading it needs no
+flags. Input `image`: (N, 1, H, W) float32 in [0, 1], exactly what CaptchaCNN takes (images
+are prepared by captcha_dataset.load_image, as for the PyTorch model); output `logits`:
+(N, length * num_classes); N is free. onnx and onnxruntime are an optional extra
+(requirements-onnx.txt): they are imported here only, and only when an ONNX file is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from captcha_codec import LabelCodec
+from captcha_predict import Recognizer
+from captcha_setting import Settings
+from captcha_util import UserError, atomic_path
+
+FORMAT = "captcha-toolkit-onnx/1"
+OPSET = 17  # read by every onnxruntime release of the last years
+INPUT, OUTPUT = "image", "logits"
+TOLERANCE = 1e-3  # largest |logit difference| accepted between onnxruntime and PyTorch
+META_KEYS = ("epoch", "epochs", "best_accuracy", "val_accuracy", "val_char_accuracy", "train_images", "train_dir", "elapsed_s", "torch")
+INSTALL = "pip install -r requirements-onnx.txt"
+
+
+def require(module: str, what: str):
+    """Import an optional ONNX package, or say in one line how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UserError(f"{what}: needs the optional package {module}; {INSTALL}") from None
+
+
+def metadata(model, ckpt: dict) -> dict[str, str]:
+    """What a reader of the .onnx file needs besides the graph, as metadata_props strings."""
+    s = model.settings
+    meta = {k: v for k, v in ckpt.get("meta", {}).items() if k in META_KEYS}
+    return {
+        "format": FORMAT,
+        "charset": s.charset,
+        "settings": json.dumps(s.to_dict()),
+        "model_config": json.dumps(model.config.to_dict()),
+        "meta": json.dumps(meta),
+        "input": f"{INPUT}: (N, 1, {s.height}, {s.width}) float32, grey in [0, 1], prepared by captcha_dataset.load_image",
+        "output": f"{OUTPUT}: (N, {s.length} * {model.codec.num_classes}) logits, one softmax block per character position",
+    }
+
+
+def export_onnx(model, ckpt: dict, path, opset: int = OPSET) -> float | None:
+    """Write `model` as an ONNX file with a free batch size; atomic.
+
+    The file is checked by onnx.checker and, where onnxruntime is installed, run against PyTorch
+    before it replaces `path`. Returns that max |logit difference| (None without onnxruntime).
+    """
+    import torch
+
+    onnx = require("onnx", f"--onnx {path}")
+    model = model.cpu().eval()
+    s = model.settings
+    sample = torch.rand(2, 1, s.height, s.width)
+    with atomic_path(path, ".onnx") as tmp:
+        with warnings.catch_warnings():
+            # The TorchScript exporter is deprecated but needs no extra package (the new one needs
+            # onnxscript); it folds BatchNorm into the convolutions and drops Dropout.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(
+                model,
+                (sample,),
+                tmp,
+                dynamo=False,
+                input_names=[INPUT],
+                output_names=[OUTPUT],
+                dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+                opset_version=opset,
+                do_constant_folding=True,
+            )
+        proto = onnx.load(tmp)
+        for key, value in metadata(model, ckpt).items():
+            prop = proto.metadata_props.add()
+            prop.key, prop.value = key, value
+        proto.doc_string = f"captcha-toolkit CNN: {s.describe()}"
+        onnx.checker.check_model(proto, full_check=True)
+        onnx.save(proto, tmp)
+        diff = compare_with_torch(model, tmp)
+        if diff is not None and diff > TOLERANCE:
+            raise UserError(f"--onnx {path}: onnxruntime's logits differ from PyTorch's by {diff:.2g}; try another --opset")
+    return diff
+
+
+def compare_with_torch(model, path) -> float | None:
+    """Max |logit difference| of onnxruntime vs PyTorch on a few random images; None without onnxruntime."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    import torch
+
+    s = model.settings
+    x = torch.rand(8, 1, s.height, s.width, generator=torch.Generator().manual_seed(0))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run([OUTPUT], {INPUT: x.numpy()})[0]
+    with torch.inference_mode():
+        want = model(x).numpy()
+    return float(np.abs(got - want).max())
+
+
+def session_options(ort, threads: int = 0):
+    """Full graph optimisation (fuses Conv+ReLU); one thread per core, no spinning between calls."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads or os.cpu_count() or 1
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    return opts
+
+
+def open_session(path, device: str = "auto", threads: int = 0):
+    """(onnxruntime session, metadata dict) for an exported file; a one-line error if unusable."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"--model {path}: file not found; export one with `python captcha_export.py --onnx {path}`")
+    ort = require("onnxruntime", f"--model {path}")
+    providers = ["CPUExecutionProvider"]
+    if device in ("auto", "cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    try:
+        session = ort.InferenceSession(str(path), session_options(ort, threads), providers=providers)
+    except Exception as err:  # onnxruntime raises its own exception types for bad files
+        reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
+        raise UserError(f"--model {path}: not a readable ONNX model ({reason}); export it again") from None
+    props = session.get_modelmeta().custom_metadata_map
+    if props.get("format") != FORMAT:
+        raise UserError(f"--model {path}: an ONNX file without captcha-toolkit metadata; export it with captcha_export.py")
+    return session, props
+
+
+class OnnxRecognizer(Recognizer):
+    """Same API and results as the PyTorch Recognizer; only the logits come from onnxruntime."""
+
+    def __init__(self, session, props: dict, path):
+        self.session, self.metadata, self.path = session, props, Path(path)
+        self.model, self.checkpoint, self.device = None, None, "cpu"
+        self.settings = Settings.from_dict(json.loads(props["settings"]))
+        self.codec = LabelCodec(self.settings)
+
+    def logits(self, arrays: np.ndarray):
+        """(N, H, W) uint8 -> (N, length * num_classes) logits as a CPU tensor."""
+        import torch
+
+        x = np.ascontiguousarray(arrays[:, None], dtype=np.float32) / np.float32(255)  # (N, 1, H, W), as to_tensor
+        return torch.from_numpy(self.session.run([OUTPUT], {INPUT: x})[0])
+
+
+def load_onnx(path, device: str = "auto", threads: int = 0) -> OnnxRecognizer:
+    """A Recognizer (captcha_predict's API) that runs the ONNX file with onnxruntime."""
+    session, props = open_session(path, device, threads)
+    return OnnxRecognizer(session, props, path)

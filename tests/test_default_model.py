@@ -1,0 +1,79 @@
+"""The shipped default model: its accuracy holds in CI, and the scripts fall back to it when model.pkl is missing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+import captcha_default
+import captcha_export
+import captcha_predict
+import captcha_test
+from captcha_checkpoint import read_checkpoint
+from captcha_predict import load_model
+
+
+def test_shipped_model_keeps_its_recorded_accuracy_on_fresh_captchas():
+    if not captcha_default.DEFAULT_MODEL.exists():
+        pytest.skip("models/default.pkl is not shipped yet: create it with `captcha_export.py --ship` (README, Export and Python API)")
+    info = json.loads(captcha_default.DEFAULT_INFO.read_text())
+    model_bytes = captcha_default.DEFAULT_MODEL.read_bytes()
+    assert len(model_bytes) < 10_000_000, "the shipped model must stay a few MB"
+    assert hashlib.sha256(model_bytes).hexdigest() == info["sha256"], "models/default.json describes another file"
+    assert "train_state" not in read_checkpoint(captcha_default.DEFAULT_MODEL)
+    assert info["command"] and info["data"] and 0 < info["test"]["accuracy"] <= 1
+    check = info["generated_check"]
+    model = load_model(captcha_default.DEFAULT_MODEL, "cpu")
+    accuracy = captcha_default.generated_check(model, check["count"], check["seed"])
+    assert abs(accuracy - check["accuracy"]) <= 0.01, f"{accuracy:.2%} now, {check['accuracy']:.2%} recorded"
+
+
+@pytest.fixture
+def shipped(tiny_model, tiny_data, tmp_path, monkeypatch):
+    """A default model shipped into a temporary models/ folder (the tiny one), with a short check."""
+    monkeypatch.setattr(captcha_default, "CHECK_COUNT", 40)
+    out = tmp_path / "models" / "default.pkl"
+    command = "python captcha_train.py --epochs 2"
+    args = ["--model", tiny_model, "--ship", out, "--command", command, "--test-dir", tiny_data / "test"]
+    assert captcha_export.main([str(a) for a in args]) == 0
+    monkeypatch.setattr(captcha_default, "DEFAULT_MODEL", out)
+    return out
+
+
+def test_ship_writes_a_weights_only_model_and_its_record(shipped, tiny_model):
+    info = json.loads(shipped.with_suffix(".json").read_text())
+    assert info["model"] == "default.pkl" and info["command"] == "python captcha_train.py --epochs 2"
+    assert info["sha256"] == hashlib.sha256(shipped.read_bytes()).hexdigest() and info["bytes"] == shipped.stat().st_size
+    assert info["data"] == f"300 images from {read_checkpoint(tiny_model)['meta']['train_dir']}"
+    assert info["test"]["n"] == 60 and info["training"]["epochs"] == 2
+    assert "train_state" not in read_checkpoint(shipped)
+    # The recorded check is what the CI test measures again, to the last captcha.
+    check = info["generated_check"]
+    assert check["count"] == 40
+    assert captcha_default.generated_check(load_model(shipped, "cpu"), 40, check["seed"]) == check["accuracy"]
+
+
+def test_predict_and_test_fall_back_to_the_shipped_model_and_say_so(shipped, tiny_data, tmp_path, monkeypatch, cli):
+    monkeypatch.chdir(tmp_path)  # no model.pkl here
+    code, out, err = cli(captcha_predict.main, tiny_data / "predict")
+    assert code == 0 and len(out.splitlines()) == 20
+    assert err.splitlines()[0] == f"no model.pkl here: using the shipped default model {shipped.relative_to(tmp_path)}"
+    code, out, err = cli(captcha_test.main, "--data", tiny_data / "test")
+    assert code == 0 and out.startswith("test: 60 captchas, ")
+    assert err.startswith("no model.pkl here: using the shipped default model ")
+
+
+def test_an_existing_model_pkl_or_an_explicit_other_model_wins(shipped, tiny_model, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert captcha_default.resolve_model("model.pkl") == shipped
+    assert captcha_default.resolve_model("other.pkl") == "other.pkl"
+    (tmp_path / "model.pkl").write_bytes(tiny_model.read_bytes())
+    assert captcha_default.resolve_model("model.pkl") == "model.pkl"
+
+
+def test_ship_refuses_without_the_training_command(tiny_model, tiny_data, tmp_path, cli):
+    code, _, err = cli(captcha_export.main, "--model", tiny_model, "--ship", tmp_path / "d.pkl", "--test-dir", tiny_data / "test")
+    assert code == 2 and err.endswith(': error: --ship: say how the model was trained with --command "python captcha_train.py ..."\n')
+    assert not list(tmp_path.iterdir())
