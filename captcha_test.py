@@ -2,6 +2,8 @@
 
     python captcha_test.py                          # model.pkl on dataset/test
     python captcha_test.py --data DIR --json out.json
+    python captcha_test.py --report reports/       # pictures of the mistakes (captcha_report.py)
+    python captcha_test.py --generate 1000         # fresh captchas in the model's settings, no files
 
 The settings (charset, length, image size) come from model.pkl: nothing to retype.
 `evaluate()` here is the same function training calls after every epoch.
@@ -10,19 +12,19 @@ The settings (charset, length, image size) come from model.pkl: nothing to retyp
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+import captcha_report
 import captcha_setting as cs
+import captcha_testdata
 from captcha_checkpoint import load_checkpoint
-from captcha_dataset import LabelledSet, load_labelled, to_tensor
-from captcha_util import atomic_path, choose_device, run_cli
+from captcha_dataset import LabelledSet, to_tensor
+from captcha_util import check_writable_dir, choose_device, run_cli
 
 
 @dataclass
@@ -33,6 +35,7 @@ class EvalResult:
     loss: float
     position_accuracy: list[float]
     predictions: list[tuple[str, str, str, float]] = field(default_factory=list)  # file, truth, guess, confidence
+    guesses: list[list[int]] = field(default_factory=list)  # (N, length) class indices picked, pad included; with predictions
 
     def summary(self, name: str = "test") -> str:
         return f"{name}: {self.n:,} captchas, {self.accuracy:.2%} exact, {self.char_accuracy:.2%} of characters"
@@ -57,7 +60,7 @@ def evaluate(model, data: LabelledSet, device=None, batch_size: int = 256, keep_
     k, length = codec.num_classes, codec.length
     loss_sum, exact, chars, char_total = 0.0, 0, 0, 0
     per_position = torch.zeros(length)
-    predictions = []
+    predictions, guesses = [], []
     for start in range(0, len(data), batch_size):
         positions = np.arange(start, min(start + batch_size, len(data)))
         logits = model(to_tensor(data.batch(positions)).to(device)).float().cpu()  # (B, length*k)
@@ -72,6 +75,7 @@ def evaluate(model, data: LabelledSet, device=None, batch_size: int = 256, keep_
         chars += int((right & counted).sum())
         char_total += int(counted.sum())
         if keep_predictions:
+            guesses += guess.tolist()
             for j, (text, conf) in enumerate(codec.decode(logits)):
                 predictions.append((data.names[start + j], data.labels[start + j], text, conf))
     n = len(data)
@@ -82,16 +86,23 @@ def evaluate(model, data: LabelledSet, device=None, batch_size: int = 256, keep_
         loss=loss_sum / (n * length),
         position_accuracy=(per_position / n).tolist(),
         predictions=predictions,
+        guesses=guesses,
     )
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Print a model's accuracy on a folder of labelled captchas.")
     p.add_argument("--model", default=cs.MODEL_PATH, help="model file made by captcha_train.py (default: %(default)s)")
-    p.add_argument("--data", default=cs.TEST_DATASET_PATH, help="folder of LABEL_*.png images (default: %(default)s)")
+    p.add_argument(
+        "--data",
+        nargs="+",
+        default=[cs.TEST_DATASET_PATH],
+        help=f"a folder of LABEL_*.png images, or image files (default: {cs.TEST_DATASET_PATH})",
+    )
     p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps (default: auto)")
-    p.add_argument("--json", default=None, metavar="PATH", help="also write the figures to this JSON file")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the printed figures to this JSON file")
+    captcha_report.add_report_args(p)
     return p
 
 
@@ -99,15 +110,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     device = choose_device(args.device)
     model, _ = load_checkpoint(args.model, device)
-    data = load_labelled(args.data, model.codec, "--data")
+    if args.report:
+        check_writable_dir(args.report, "--report")
+    data = captcha_testdata.from_args(args, model.codec)
     if data.skipped:
         print(data.describe_skipped())
     start = time.perf_counter()
-    result = evaluate(model, data, device, args.batch_size)
+    result = evaluate(model, data, device, args.batch_size, keep_predictions=True)
     print(f"{result.summary()} ({time.perf_counter() - start:.1f} s, model {args.model})")
-    if args.json:
-        with atomic_path(args.json, ".json") as tmp:
-            Path(tmp).write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    captcha_report.after_test(args, data, result, model.codec)
     return 0
 
 

@@ -27,6 +27,7 @@ import captcha_setting as cs
 from captcha_checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 from captcha_cnn_model import CaptchaCNN, ModelConfig, build_model, count_parameters
 from captcha_dataset import LabelledSet, load_labelled, to_tensor
+from captcha_plots import write_curves
 from captcha_test import EvalResult, evaluate
 from captcha_util import UserError, add_settings_args, choose_device, run_cli, settings_from_args
 
@@ -88,6 +89,7 @@ class History:
             writer.writeheader()
             writer.writerows(self.rows)
         os.replace(tmp, self.path)
+        write_curves(self.rows, self.path.parent / "curves.png")  # watchable while a long run goes on
 
 
 def make_optimizer(model: CaptchaCNN, args, steps: int):
