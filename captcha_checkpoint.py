@@ -57,8 +57,10 @@ def read_checkpoint(path, map_location="cpu") -> dict:
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
+        if "GLOBAL" not in str(err):  # a broken byte stream, not a refused class
+            raise UserError(f"--model {path}: unreadable or truncated (not a pickle); retrain it or restore a good copy") from None
         raise UserError(f"--model {path}: refused to load, {_refusal(err)}; use a model.pkl made by captcha_train.py") from None
-    except (RuntimeError, EOFError, OSError, ValueError, AttributeError, ImportError) as err:
+    except Exception as err:  # garbage bytes make the unpickler fail in many ways (KeyError, EOFError, ...)
         raise UserError(f"--model {path}: unreadable or truncated ({type(err).__name__}); retrain it or restore a good copy") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"--model {path}: not a captcha-toolkit model file; use a model.pkl made by captcha_train.py")

@@ -23,7 +23,7 @@ import torch
 
 import captcha_setting as cs
 from captcha_checkpoint import load_checkpoint
-from captcha_dataset import ImageError, check_folder, is_image_name, label_from_name, load_image, to_tensor
+from captcha_dataset import ImageError, is_image_name, label_from_name, load_image, to_tensor
 from captcha_util import UserError, choose_device, run_cli
 
 
@@ -82,7 +82,7 @@ def collect_files(paths: list[str]) -> list[Path]:
         elif path.is_file():
             files.append(path)
         else:
-            check_folder(path, "image")  # raises: not found
+            raise UserError(f"{path}: no such file or folder; pass image files or folders of them")
     return files
 
 
@@ -107,10 +107,12 @@ def main(argv: list[str] | None = None) -> int:
             arrays.append(recognizer.prepare(f))
             good.append(f)
         except ImageError as err:
-            skipped.append(f)
-            print(f"skipped {f}: not a readable image ({err})", file=sys.stderr)
-    if not good:
-        raise UserError(f"{args.paths[0]}: none of the {len(files)} file(s) is a readable image")
+            skipped.append(f"{f}: not a readable image ({err})")
+    if not good:  # one line that names the first bad file, not one line per file and then the error
+        more = f" (and {len(skipped) - 1} more unreadable file(s))" if len(skipped) > 1 else ""
+        raise UserError(f"{skipped[0]}{more}; pass PNG, JPEG or other image files")
+    for line in skipped:
+        print(f"skipped {line}", file=sys.stderr)
     labelled = right = 0
     for start in range(0, len(good), args.batch_size):
         preds = recognizer.predict_arrays(np.stack(arrays[start : start + args.batch_size]))
