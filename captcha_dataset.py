@@ -15,6 +15,7 @@ import io
 import json
 import multiprocessing as mp
 import os
+import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from tqdm import tqdm
 
 from captcha_codec import LabelCodec
 from captcha_setting import IMAGE_EXTENSIONS
-from captcha_util import UserError, atomic_path
+from captcha_util import UserError, atomic_path, run_cli
 
 CACHE_VERSION = 1
 CACHE_DIR = ".captcha_cache"
@@ -37,10 +38,14 @@ class ImageError(ValueError):
 
 
 def label_from_name(name: str) -> str:
-    """'AB12_000123.png' -> 'AB12'; 'AB12.png' -> 'AB12': the text before the first '_'."""
+    """'AB12_000123.png' -> 'AB12'; 'AB12.png' -> 'AB12'; 'AB12 (2).png' -> 'AB12'.
+
+    The text before the first '_' or white space (labels never hold either, and downloads
+    often add ' (2)' or ' copy' to a name).
+    """
     stem = Path(name).name
     stem = stem[: -len(Path(stem).suffix)] if Path(stem).suffix else stem
-    return stem.split("_", 1)[0]
+    return re.split(r"[_\s]", stem, maxsplit=1)[0]
 
 
 def is_image_name(name: str) -> bool:
@@ -63,12 +68,20 @@ def load_image(source, width: int, height: int) -> np.ndarray:
             rgba = image.convert("RGBA")
             white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             image = Image.alpha_composite(white, rgba)
-        grey = image.convert("L")
+        grey = _high_depth_to_grey(image) if image.mode in ("I", "I;16", "I;16B", "I;16L", "F") else image.convert("L")
         if grey.size != (width, height):
             grey = grey.resize((width, height), Image.Resampling.BILINEAR)
         return np.asarray(grey, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise ImageError(str(err) or type(err).__name__) from None
+
+
+def _high_depth_to_grey(image: Image.Image) -> Image.Image:
+    """16-bit, 32-bit and float grey -> 8-bit; PIL's own convert("L") clips them to white."""
+    a = np.asarray(image, dtype=np.float32)
+    top = 65535.0 if image.mode.startswith("I;16") or a.max() > 255 else 255.0
+    top = 1.0 if image.mode == "F" and a.max() <= 1.0 else top
+    return Image.fromarray(np.clip(a * (255.0 / top), 0, 255).astype(np.uint8))
 
 
 def to_tensor(batch: np.ndarray):
@@ -94,7 +107,8 @@ def _fingerprint(entries: list[os.DirEntry], width: int, height: int) -> str:
 def _cache_dir(folder: Path) -> Path:
     """Beside the data when that folder is writable, else in the user's cache."""
     local = folder / CACHE_DIR
-    if os.access(folder, os.W_OK):
+    # The mode bits too: root may write anywhere, but a folder marked read-only (a shared data set) stays untouched.
+    if os.access(folder, os.W_OK) and folder.stat().st_mode & 0o222:
         return local
     key = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:16]
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
@@ -228,24 +242,41 @@ def check_folder(folder, flag: str) -> Path:
     return folder
 
 
-def load_labelled(folder, codec: LabelCodec, flag: str = "--data", workers: int = 0, quiet: bool = False) -> LabelledSet:
-    """Read a folder of LABEL_*.png images for training or testing; a one-line error if none is usable."""
+def load_labelled(
+    folder, codec: LabelCodec, flag: str = "--data", workers: int = 0, quiet: bool = False, labels: dict[str, str] | None = None
+) -> LabelledSet:
+    """Read a folder of LABEL_*.png images for training or testing; a one-line error if none is usable.
+
+    `labels` (file name -> label, from a labels file: captcha_labels.py) replaces the labels in file names.
+    """
     folder = check_folder(folder, flag)
     s = codec.settings
     packed = pack_folder(folder, s.width, s.height, workers=workers, quiet=quiet)
-    rows, names, labels, skipped = [], [], [], []
+    rows, names, texts, skipped = [], [], [], []
     for i, name in enumerate(packed.names):
-        reason = packed.unreadable.get(name) or codec.problem(label_from_name(name))
+        text = label_from_name(name) if labels is None else labels.get(name, "")
+        reason = packed.unreadable.get(name) or (codec.problem(text) if text else "no label")
         if reason:
             skipped.append((name, reason))
             continue
         rows.append(i)
         names.append(name)
-        labels.append(codec.normalize(label_from_name(name)))
+        texts.append(codec.normalize(text))
     if not packed.names:
         exts = ", ".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
         raise UserError(f"{flag} {folder}: no images ({exts}) found; point it at a folder of LABEL_*.png files")
-    data = LabelledSet(folder, packed.images, np.asarray(rows, dtype=np.int64), names, labels, skipped)
+    data = LabelledSet(folder, packed.images, np.asarray(rows, dtype=np.int64), names, texts, skipped)
     if not rows:
         raise UserError(f"{flag} {folder}: none of its {len(packed.names):,} images is usable; first: {data.describe_skipped(1)}")
     return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python captcha_dataset.py check DIR` or `split DIR`: the folder tools live in captcha_dataset_cli.py."""
+    from captcha_dataset_cli import main as cli_main
+
+    return cli_main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

@@ -1,0 +1,206 @@
+"""`python captcha_dataset.py check DIR` and `split DIR`: look at a labelled folder before training.
+
+    python captcha_dataset.py check mycaptchas/                  # counts, sizes, labels, problems
+    python captcha_dataset.py check mycaptchas/ --labels labels.csv
+    python captcha_dataset.py split mycaptchas/ --test 0.1 --seed 0          # move into train/ and test/
+    python captcha_dataset.py split mycaptchas/ --test 0.1 --link --out split/  # or link, leaving DIR as it is
+
+`check` reads every image the way training does (captcha_dataset.load_image) and reports what a
+user needs to know first: how many images are usable, their sizes and modes, the label lengths
+and the charset training would infer, characters too rare to learn, files with identical bytes,
+and every unusable file with its reason. `split` uses the same seeded choice as
+`captcha_train.py --val-split`, so the same seed holds the same files out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+
+from PIL import Image
+from tqdm import tqdm
+
+from captcha_dataset import ImageError, check_folder, list_images, load_image
+from captcha_labels import match_folder, read_labels_file, write_labels_file
+from captcha_owndata import raw_labels, split_names
+from captcha_util import UserError
+
+RARE = 10  # characters seen fewer times than this are reported
+SHOW = 20  # unusable files listed one by one before "and N more"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="captcha_dataset.py", description="Check a labelled captcha folder, or split it into train/ test/.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{check,split}")
+    c = sub.add_parser("check", help="report counts, sizes, labels, charset, rare characters, duplicates and unusable files")
+    c.add_argument("folder", help="folder of labelled images (LABEL.png, LABEL_anything.png, or any names with --labels)")
+    c.add_argument("--labels", metavar="FILE", help="CSV or TSV of filename,label lines (default: labels from file names)")
+    c.add_argument("--charset", default=None, help="characters a label may hold (default: every character seen)")
+    c.add_argument("--length", default=None, help="label length, N or MIN-MAX (default: any)")
+    c.add_argument("--ignore-case", action="store_true", help="upper-case labels, as captcha_train.py --ignore-case does")
+    c.add_argument("--rare", type=int, default=RARE, help="report characters seen fewer times than this (default: %(default)s)")
+    c.add_argument("--all", action="store_true", help="list every unusable file and duplicate, not only the first 20")
+    s = sub.add_parser("split", help="move or link the images into FOLDER/train and FOLDER/test, seeded")
+    s.add_argument("folder", help="folder of labelled images")
+    s.add_argument("--test", type=float, default=0.1, help="share of the images that goes to test/ (default: %(default)s)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the choice, as in captcha_train.py --val-split (default: %(default)s)")
+    s.add_argument("--link", action="store_true", help="make symbolic links instead of moving the files (the folder stays as it is)")
+    s.add_argument("--out", default=None, help="where train/ and test/ go (default: inside FOLDER)")
+    s.add_argument("--labels", metavar="FILE", help="labels file of FOLDER: each part gets its own labels.csv")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return check(args) if args.command == "check" else split(args)
+
+
+# --- check --------------------------------------------------------------------------------
+
+
+def _length_range(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        lo, _, hi = text.partition("-")
+        out = int(lo), int(hi or lo)
+    except ValueError:
+        raise UserError(f"--length {text}: give a number or MIN-MAX, e.g. 5 or 4-6") from None
+    if not 1 <= out[0] <= out[1]:
+        raise UserError(f"--length {text}: give a number or MIN-MAX with 1 <= MIN <= MAX")
+    return out
+
+
+def _problem(label: str, charset: set[str] | None, lengths: tuple[int, int] | None) -> str | None:
+    """Why `label` cannot train, with the same wording as training's skip list."""
+    if not label:
+        return "no label"
+    if any(c.isspace() for c in label):
+        return f"label {label!r} holds white space"
+    if lengths and not lengths[0] <= len(label) <= lengths[1]:
+        want = str(lengths[0]) if lengths[0] == lengths[1] else f"{lengths[0]}-{lengths[1]}"
+        return f"label {label!r} has {len(label)} characters, expected {want}"
+    bad = sorted({c for c in label if charset is not None and c not in charset})
+    return f"label {label!r} has characters outside the charset: {''.join(bad)!r}" if bad else None
+
+
+def _read(path: Path) -> tuple[str | None, str, tuple[int, int] | None, str]:
+    """(reason unreadable or None, mode, size, sha1 of the bytes) for one file."""
+    data = path.read_bytes()
+    digest = hashlib.sha1(data).hexdigest()
+    try:
+        load_image(data, 16, 16)  # the same decoding as training; the size does not matter here
+        with Image.open(path) as im:
+            return None, im.mode, im.size, digest
+    except ImageError as err:
+        return f"not a readable image ({err})", "", None, digest
+
+
+def _top(counter: Counter, limit: int = 6, fmt=str) -> str:
+    shown = ", ".join(f"{fmt(k)} ({v:,})" for k, v in counter.most_common(limit))
+    return shown + (f", and {len(counter) - limit} more" if len(counter) > limit else "")
+
+
+def check(args) -> int:
+    folder = check_folder(args.folder, "folder")
+    labels = None
+    if args.labels:
+        lf = read_labels_file(args.labels)
+        matched = match_folder(lf, [e.name for e in list_images(folder)], folder)
+        for line in matched.notes(lf, folder):
+            print(line)
+        labels = matched.labels
+    texts = raw_labels(folder, labels)
+    if not texts:
+        raise UserError(f"folder {folder}: no images found; pass the folder that holds the captcha images")
+    others = [e.name for e in os.scandir(folder) if e.is_file() and not e.name.startswith(".") and e.name not in texts]
+    charset = set(args.charset.upper() if args.ignore_case else args.charset) if args.charset else None
+    lengths = _length_range(args.length)
+    sizes, modes, by_hash, unusable, usable = Counter(), Counter(), {}, [], {}
+    for name in tqdm(sorted(texts), desc="checking", unit="img", leave=False, disable=len(texts) < 2000):
+        unreadable, mode, size, digest = _read(folder / name)
+        by_hash.setdefault(digest, []).append(name)
+        label = texts[name].upper() if args.ignore_case else texts[name]
+        reason = unreadable or _problem(label, charset, lengths)
+        if reason:
+            unusable.append((name, reason))
+            continue
+        sizes[size] += 1
+        modes[mode] += 1
+        usable[name] = label
+    _report(folder, args, texts, others, usable, unusable, sizes, modes, by_hash)
+    return 0
+
+
+def _report(folder, args, texts, others, usable, unusable, sizes, modes, by_hash) -> None:
+    limit = None if args.all else SHOW
+    print(f"{folder}: {len(texts):,} images, {len(usable):,} usable, {len(unusable):,} unusable")
+    if others:
+        print(f"other files, ignored: {len(others):,} ({', '.join(sorted(others)[:5])}{', ...' if len(others) > 5 else ''})")
+    if usable:
+        ws = sorted(w for (w, _), n in sizes.items() for _ in range(n))
+        hs = sorted(h for (_, h), n in sizes.items() for _ in range(n))
+        print(f"image sizes: {_top(sizes, fmt=lambda s: f'{s[0]}x{s[1]}')}; median {ws[(len(ws) - 1) // 2]}x{hs[(len(hs) - 1) // 2]}")
+        print(f"image modes: {_top(modes)}")
+        lens = Counter(len(t) for t in usable.values())
+        print("label lengths: " + ", ".join(f"{k} ({v:,})" for k, v in sorted(lens.items())))
+        chars = Counter("".join(usable.values()))
+        print(f"charset ({len(chars)}): {''.join(sorted(chars))}")
+        rare = sorted((n, c) for c, n in chars.items() if n < args.rare)
+        print(f"characters seen fewer than {args.rare} times: " + (", ".join(f"{c!r} {n}" for n, c in rare) if rare else "none"))
+    dups = [sorted(names) for names in by_hash.values() if len(names) > 1]
+    if dups:
+        print(f"duplicates (same bytes): {len(dups):,} group(s), {sum(len(d) - 1 for d in dups):,} extra file(s)")
+        for group in sorted(dups)[:limit]:
+            print("  " + " = ".join(group))
+    else:
+        print("duplicates (same bytes): none")
+    if unusable:
+        print(f"unusable files: {len(unusable):,}")
+        for name, reason in unusable[:limit]:
+            print(f"  {name}: {reason}")
+        if limit and len(unusable) > limit:
+            print(f"  and {len(unusable) - limit:,} more (--all lists them)")
+
+
+# --- split --------------------------------------------------------------------------------
+
+
+def split(args) -> int:
+    folder = check_folder(args.folder, "folder")
+    out = Path(args.out) if args.out else folder
+    if not args.link and not folder.stat().st_mode & 0o222:
+        raise UserError(f"folder {folder}: read-only, its files cannot be moved; add --link --out OUT to link them instead")
+    names = [e.name for e in list_images(folder)]
+    if not names:
+        raise UserError(f"folder {folder}: no images found; pass the folder that holds the captcha images")
+    train, test = split_names(names, args.test, args.seed, "--test", folder)
+    labels = None
+    if args.labels:
+        lf = read_labels_file(args.labels)
+        labels = match_folder(lf, names, folder).labels
+    parts = {"train": train, "test": test}
+    for part, members in parts.items():
+        clash = next((out / part / n for n in members if os.path.lexists(out / part / n)), None)
+        if clash:
+            raise UserError(f"{clash}: already exists; split into empty folders (--out OUT)")
+    for part, members in parts.items():
+        target = out / part
+        target.mkdir(parents=True, exist_ok=True)
+        for n in members:
+            src = (folder / n).resolve()
+            if args.link:
+                os.symlink(src, target / n)
+            else:
+                shutil.move(src, target / n)
+        if labels is not None:
+            write_labels_file(target / "labels.csv", {n: labels[n] for n in members if n in labels})
+    how = "linked" if args.link else "moved"
+    print(f"{how} {len(names):,} images of {folder}: {len(train):,} to {out / 'train'}, {len(test):,} to {out / 'test'} (seed {args.seed})")
+    if labels is not None:
+        print(f"labels: {out / 'train' / 'labels.csv'} and {out / 'test' / 'labels.csv'}; pass them with --labels")
+    return 0
