@@ -8,7 +8,9 @@ Prints one JSON line: {"workers_1": ..., "workers_N": ..., "workers": N, "speedu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import sys
 import tempfile
 import time
 
@@ -20,7 +22,10 @@ import captcha_gen
 def rate(count: int, workers: int) -> float:
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        captcha_gen.main(["--train", str(count), "--test", "0", "--predict", "0", "--out", out, "--workers", str(workers), "--seed", "1"])
+        with contextlib.redirect_stdout(sys.stderr):  # stdout carries only the JSON line
+            captcha_gen.main(
+                ["--train", str(count), "--test", "0", "--predict", "0", "--out", out, "--workers", str(workers), "--seed", "1"]
+            )
         return count / (time.perf_counter() - start)
 
 
