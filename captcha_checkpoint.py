@@ -8,8 +8,10 @@ and dicts goes in, and no whole model is ever pickled.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import re
+import signal
 from pathlib import Path
 
 import torch
@@ -45,8 +47,38 @@ def save_checkpoint(path, model: CaptchaCNN, meta: dict, train_state: dict | Non
     }
     if train_state is not None:
         payload["train_state"] = {k: v if k in TENSOR_STATE else plain(v) for k, v in train_state.items()}
-    with atomic_path(path, ".pkl") as tmp:
-        torch.save(payload, tmp)
+    try:
+        with atomic_path(path, ".pkl") as tmp:
+            torch.save(payload, tmp)
+            _fault_point(tmp)
+    except OSError as err:  # disk full, folder made read-only midway: atomic_path left the old file whole
+        why = err.strerror or str(err)
+        todo = "free some space and run again (--resume goes on from the last saved epoch)"
+        raise UserError(f"{path}: cannot save the model ({why}); {todo}") from None
+
+
+FAULT_ENV = "CAPTCHA_FAULT"
+_saves: dict[str | None, int] = {}  # saves so far, per file name the fault hook watches
+
+
+def _fault_point(tmp: str) -> None:
+    """Test-only fault hook, inert unless the CAPTCHA_FAULT environment variable is set.
+
+    CAPTCHA_FAULT=kill-during-save[:NAME][:N] makes the N-th save (default 1) of a file called
+    NAME (default: any) in this process cut its temporary file to half and kill -9 itself before
+    the rename: the one moment a crash could otherwise leave a corrupt model. tests/test_faults.py
+    uses it to hit that moment every time, not by luck.
+    """
+    kind, *rest = os.environ.get(FAULT_ENV, "").split(":")
+    if kind != "kill-during-save":
+        return
+    name = next((r for r in rest if not r.isdigit()), None)
+    if name and not Path(tmp).name.startswith(f".{name}."):
+        return
+    _saves[name] = _saves.get(name, 0) + 1
+    if _saves[name] == int(next((r for r in rest if r.isdigit()), 1)):
+        os.truncate(tmp, os.path.getsize(tmp) // 2)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def read_checkpoint(path, map_location="cpu") -> dict:

@@ -12,12 +12,15 @@ generates only the IDs that are missing.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import hashlib
 import multiprocessing as mp
 import os
 import random
 import re
 import secrets
+import signal
 import time
 from pathlib import Path
 
@@ -25,11 +28,14 @@ from tqdm import tqdm
 
 import captcha_setting as cs
 from captcha_setting import Settings
-from captcha_util import UserError, add_settings_args, check_writable_dir, run_cli, settings_from_args
+from captcha_util import UserError, add_settings_args, check_free_space, check_writable_dir, run_cli, settings_from_args
 
 SPLITS = ("train", "test", "predict")
 NAME_RE = re.compile(r"^(?P<label>.+)_(?P<id>\d+)\.png$")
 TMP_PREFIX = ".tmp-"
+# A label in a file name ends at the first '_' (captcha_dataset.label_from_name), '/' and '\\' split
+# paths, and a name that starts with '.' is a hidden file that no folder listing reads.
+NAME_UNSAFE = "_/\\.\0"
 
 
 class SeededSecrets(random.Random):
@@ -102,17 +108,37 @@ def id_width(count: int) -> int:
 _factory: CaptchaFactory | None = None
 
 
-def _init_worker(settings_dict: dict) -> None:
+def _init_worker(settings_dict: dict, pool_worker: bool = False) -> None:
     global _factory
     _factory = CaptchaFactory(Settings.from_dict(settings_dict))
+    if pool_worker:
+        _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel kill this pool worker when the main process dies (kill -9 of it).
+
+    Orphaned workers would otherwise keep writing queued images beside the rerun's.
+    """
+    with contextlib.suppress(OSError, AttributeError, TypeError):  # not Linux: no such call
+        libc = ctypes.CDLL(None)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before the call
+            os._exit(1)
 
 
 def _write_one(job: tuple[str, str, int, int, int | None]) -> str:
     folder, split, index, width, seed = job
     label, image = _factory.make_seeded(seed, split, index)
     tmp = os.path.join(folder, f"{TMP_PREFIX}{index}.png")
-    image.save(tmp, format="png")
-    os.replace(tmp, os.path.join(folder, f"{label}_{index:0{width}d}.png"))
+    try:
+        image.save(tmp, format="png")
+        os.replace(tmp, os.path.join(folder, f"{label}_{index:0{width}d}.png"))
+    except OSError as err:  # disk full, folder gone read-only: no half-written image stays behind
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        why = err.strerror or str(err)
+        raise UserError(f"--out {folder}: cannot write images ({why}); free some space, then run the same command to finish") from None
     return label
 
 
@@ -124,20 +150,21 @@ def generate_split(out: Path, split: str, count: int, settings: Settings, worker
     width = id_width(count)
     jobs = [(str(folder), split, i, width, seed) for i in range(count) if i not in have]
     if not jobs:
-        print(f"{split}: {count:,} images already in {folder}")
+        if count:
+            print(f"{split}: {count:,} images already in {folder}")
         return 0
-    bar = tqdm(total=len(jobs), desc=f"{split:>7}", unit="img", dynamic_ncols=True)
-    if workers <= 1:
-        _init_worker(settings.to_dict())
-        for job in jobs:
-            _write_one(job)
-            bar.update()
-    else:
-        ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(settings.to_dict(),)) as pool:
-            for _ in pool.imap_unordered(_write_one, jobs, chunksize=16):
+    # A context manager: an error midway closes the bar first, so its message gets a line of its own.
+    with tqdm(total=len(jobs), desc=f"{split:>7}", unit="img", dynamic_ncols=True) as bar:
+        if workers <= 1:
+            _init_worker(settings.to_dict())
+            for job in jobs:
+                _write_one(job)
                 bar.update()
-    bar.close()
+        else:
+            ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
+            with ctx.Pool(workers, initializer=_init_worker, initargs=(settings.to_dict(), True)) as pool:
+                for _ in pool.imap_unordered(_write_one, jobs, chunksize=16):
+                    bar.update()
     return len(jobs)
 
 
@@ -156,12 +183,22 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args)
+    unsafe = "".join(c for c in settings.charset if c in NAME_UNSAFE)
+    if unsafe:
+        raise UserError(f"--charset: {unsafe!r} cannot be in the LABEL part of a LABEL_ID.png file name; leave it out")
     for flag in ("train", "test", "predict"):
         if getattr(args, flag) < 0:
             raise UserError(f"--{flag} {getattr(args, flag)}: a count cannot be negative")
     if args.workers < 1:
         raise UserError(f"--workers {args.workers}: use at least 1")
     out = check_writable_dir(args.out, "--out")
+    missing = 0
+    for split in SPLITS:  # every folder that gets images, and room for them, before any is drawn
+        count = getattr(args, split)
+        if count:
+            have = existing_ids(check_writable_dir(out / split, "--out"))
+            missing += sum(1 for i in range(count) if i not in have)
+    check_free_space(out, missing * settings.width * settings.height // 2, "--out")  # PNGs: ~0.5-0.7 bytes a pixel
     print(f"generating {settings.describe()} into {out}/ with {args.workers} worker(s)")
     start, written = time.perf_counter(), 0
     for split in SPLITS:

@@ -52,6 +52,12 @@ def add_train_args(p) -> None:
         "--augment", dest="augment", action="store_true", default=None, help=f"force augmentation on (default: below {SMALL_DATA:,} images)"
     )
     aug.add_argument("--no-augment", dest="augment", action="store_false", help="turn augmentation off")
+    g.add_argument(
+        "--init-from",
+        metavar="MODEL",
+        help="start the convolution layers from this model.pkl (e.g. models/default.pkl, trained on generated captchas); "
+        "the output layer is always new, so charset, length and size may differ",
+    )
     g.add_argument("--augment-strength", type=float, default=1.0, help="scale every augmentation's size (default: %(default)s)")
 
 
@@ -153,6 +159,25 @@ def finish_settings(args, base: Settings, stem: int) -> Settings:
         print(f"image size {w}x{h}: {settings.width}x{settings.height} rounded to multiples of the network's stem factor {stem}")
         settings = settings.with_(width=w, height=h)
     return settings
+
+
+def init_from(args, model) -> None:
+    """Copy the convolution stack of --init-from into `model` (fine-tuning); the head stays fresh."""
+    if not getattr(args, "init_from", None):
+        return
+    from captcha_checkpoint import read_checkpoint
+
+    src = read_checkpoint(args.init_from)["state_dict"]
+    own = model.state_dict()
+    fits = {k: v for k, v in src.items() if k.startswith("features.") and k in own and own[k].shape == v.shape}
+    wanted = [k for k in own if k.startswith("features.")]
+    if len(fits) < len(wanted):
+        raise UserError(
+            f"--init-from {args.init_from}: its convolution layers do not fit this network "
+            f"({len(fits)} of {len(wanted)} tensors match); use a model with the same --model-config"
+        )
+    model.load_state_dict(fits, strict=False)
+    print(f"convolution layers from {args.init_from} ({len(fits)} tensors); the output layer starts fresh")
 
 
 # --- train / validation -------------------------------------------------------------------

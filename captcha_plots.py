@@ -86,7 +86,7 @@ def error_gallery(path, images: np.ndarray, analysis, rows: list[int], result) -
         va="top",
     )
     # Character slots in image pixels: fixed steps, so a monospace font lines both texts up.
-    fontsize = 13
+    fontsize = 16
     step = fontsize * 0.62 / 72 * DPI / SCALE
     for cell, row in enumerate(rows):
         x0 = GAP + (cell % columns) * (w + GAP)

@@ -24,7 +24,10 @@ import torch
 import captcha_setting as cs
 from captcha_checkpoint import load_checkpoint
 from captcha_dataset import ImageError, is_image_name, label_from_name, load_image, to_tensor
-from captcha_util import UserError, choose_device, run_cli
+from captcha_default import resolve_model
+from captcha_infer import inference_module
+from captcha_labels import read_labels_file
+from captcha_util import UserError, choose_device, positive_int, run_cli
 
 
 class Prediction(NamedTuple):
@@ -39,19 +42,24 @@ class Recognizer:
         self.model, self.checkpoint, self.device, self.path = model, checkpoint, device, Path(path)
         self.settings = model.settings
         self.codec = model.codec
+        self.fast = inference_module(model)  # BatchNorm folded, channels_last: the same function, faster
 
     def prepare(self, image) -> np.ndarray:
         """Any supported image -> (H, W) uint8 at the model's size; raises ImageError."""
         return load_image(image, self.settings.width, self.settings.height)
 
+    def logits(self, arrays: np.ndarray) -> torch.Tensor:
+        """The backend step: (N, H, W) uint8 -> (N, length * num_classes) CPU logits (captcha_onnx overrides it)."""
+        return self.fast(to_tensor(arrays).to(self.device)).cpu()
+
     @torch.inference_mode()
     def predict_arrays(self, arrays: np.ndarray) -> list[Prediction]:
         """(N, H, W) uint8 -> one Prediction per image."""
-        logits = self.model(to_tensor(arrays).to(self.device))
-        return [Prediction(text, conf) for text, conf in self.codec.decode(logits.cpu())]
+        return [Prediction(text, conf) for text, conf in self.codec.decode(self.logits(arrays))]
 
     def predict_batch(self, images, batch_size: int = 256) -> list[Prediction]:
         out: list[Prediction] = []
+        images = list(images)
         for start in range(0, len(images), batch_size):
             chunk = np.stack([self.prepare(img) for img in images[start : start + batch_size]])
             out += self.predict_arrays(chunk)
@@ -62,7 +70,11 @@ class Recognizer:
 
 
 def load_model(path=cs.MODEL_PATH, device: str = "auto") -> Recognizer:
-    """Load model.pkl (settings included) for prediction; raises UserError if it is unusable."""
+    """Load model.pkl or an exported .onnx (settings included); raises UserError if it is unusable."""
+    if Path(path).suffix.lower() == ".onnx":
+        from captcha_onnx import load_onnx  # onnxruntime is an optional extra
+
+        return load_onnx(path, device)
     dev = choose_device(device)
     model, ckpt = load_checkpoint(path, dev)
     return Recognizer(model, ckpt, dev, path)
@@ -89,15 +101,21 @@ def collect_files(paths: list[str]) -> list[Path]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Predict the text of captcha images with a trained model.")
     p.add_argument("paths", nargs="*", default=[cs.PREDICT_DATASET_PATH], help="image files or folders (default: %(default)s)")
-    p.add_argument("--model", default=cs.MODEL_PATH, help="model file made by captcha_train.py (default: %(default)s)")
+    p.add_argument(
+        "--model",
+        default=cs.MODEL_PATH,
+        help="model.pkl from captcha_train.py, or a .onnx from captcha_export.py (default: %(default)s; if missing, models/default.pkl)",
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps (default: auto)")
-    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="images per forward pass (default: %(default)s)")
+    p.add_argument("--labels", metavar="FILE", help="CSV or TSV of filename,label lines, to count how many are right")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    recognizer = load_model(args.model, args.device)
+    recognizer = load_model(resolve_model(args.model), args.device)
+    labels = read_labels_file(args.labels).labels if args.labels else None
     files = collect_files(args.paths)
     if not files:
         raise UserError(f"{' '.join(args.paths)}: no images found; pass image files or a folder of them")
@@ -118,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         preds = recognizer.predict_arrays(np.stack(arrays[start : start + args.batch_size]))
         for f, (text, conf) in zip(good[start : start + args.batch_size], preds, strict=True):
             print(f"{f}\t{text}\t{conf:.4f}")
-            label = label_from_name(f.name)
+            label = label_from_name(f.name) if labels is None else labels.get(f.name, "")
             if recognizer.codec.problem(label) is None:
                 labelled += 1
                 right += recognizer.codec.normalize(label) == text

@@ -63,6 +63,8 @@ class Settings:
             return f"the charset {self.charset!r} repeats a character"
         if any(c.isspace() for c in self.charset):
             return "the charset may not contain white space"
+        if self.ignore_case and self.charset != self.charset.upper():  # labels are read upper-cased
+            return f"with ignore_case the charset must be upper case (got {self.charset!r})"
         if self.length < 1:
             return f"the length must be at least 1 (got {self.length})"
         if not 1 <= self.min_length <= self.length:

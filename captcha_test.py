@@ -14,17 +14,19 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+import captcha_owndata
 import captcha_report
 import captcha_setting as cs
-import captcha_testdata
 from captcha_checkpoint import load_checkpoint
 from captcha_dataset import LabelledSet, to_tensor
-from captcha_util import check_writable_dir, choose_device, run_cli
+from captcha_default import resolve_model
+from captcha_util import check_writable_dir, choose_device, positive_int, run_cli
 
 
 @dataclass
@@ -92,27 +94,31 @@ def evaluate(model, data: LabelledSet, device=None, batch_size: int = 256, keep_
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Print a model's accuracy on a folder of labelled captchas.")
-    p.add_argument("--model", default=cs.MODEL_PATH, help="model file made by captcha_train.py (default: %(default)s)")
+    p.add_argument("--model", default=cs.MODEL_PATH, help="model from captcha_train.py (default: %(default)s, else models/default.pkl)")
     p.add_argument(
         "--data",
         nargs="+",
         default=[cs.TEST_DATASET_PATH],
         help=f"a folder of LABEL_*.png images, or image files (default: {cs.TEST_DATASET_PATH})",
     )
-    p.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="images per forward pass (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps (default: auto)")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the printed figures to this JSON file")
     captcha_report.add_report_args(p)
+    captcha_owndata.add_test_args(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     device = choose_device(args.device)
-    model, _ = load_checkpoint(args.model, device)
+    args.model = resolve_model(args.model)
+    model, ckpt = load_checkpoint(args.model, device)
     if args.report:
         check_writable_dir(args.report, "--report")
-    data = captcha_testdata.from_args(args, model.codec)
+    if args.json:  # before the work, not after it
+        check_writable_dir(Path(args.json).parent, "--json")
+    data = captcha_owndata.load_test_data(args, model.codec, ckpt.get("meta", {}))
     if data.skipped:
         print(data.describe_skipped())
     start = time.perf_counter()

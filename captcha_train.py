@@ -12,9 +12,9 @@ epoch that was running.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
-import os
 import time
 from pathlib import Path
 
@@ -23,13 +23,30 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+import captcha_accel as accel
+import captcha_distributed as distributed
+import captcha_online as online
+import captcha_owndata as own
 import captcha_setting as cs
+from captcha_augment import augment_batch
 from captcha_checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
 from captcha_cnn_model import CaptchaCNN, ModelConfig, build_model, count_parameters
-from captcha_dataset import LabelledSet, load_labelled, to_tensor
+from captcha_dataset import LabelledSet
 from captcha_plots import write_curves
 from captcha_test import EvalResult, evaluate
-from captcha_util import UserError, add_settings_args, choose_device, run_cli, settings_from_args
+from captcha_util import (
+    UserError,
+    add_settings_args,
+    atomic_path,
+    check_free_space,
+    check_writable_dir,
+    choose_device,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    remove_stale_temps,
+    run_cli,
+)
 
 # The recipe chosen by the study in docs/BENCHMARKS.md.
 EPOCHS = 8
@@ -44,17 +61,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Train the captcha CNN; the best model is saved to --model.")
     p.add_argument("--train-dir", default=cs.TRAIN_DATASET_PATH, help="folder of LABEL_*.png training images (default: %(default)s)")
     p.add_argument("--val-dir", default=cs.TEST_DATASET_PATH, help="folder checked after every epoch (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=EPOCHS, help="passes over the training set (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="images per step (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=LR, help="peak learning rate of the one-cycle schedule (default: %(default)s)")
+    p.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=None,
+        help=f"passes over the training set (default: {EPOCHS}; more below {own.SMALL_DATA:,} images)",
+    )
+    p.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE, help="images per step (default: %(default)s)")
+    p.add_argument("--lr", type=positive_float, default=LR, help="peak learning rate of the one-cycle schedule (default: %(default)s)")
     p.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY, help="AdamW weight decay (default: %(default)s)")
     p.add_argument("--label-smoothing", type=float, default=LABEL_SMOOTHING, help="cross-entropy label smoothing (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps (default: auto)")
     p.add_argument("--model", default=cs.MODEL_PATH, help="where the best model is saved (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run saved beside --model")
     p.add_argument("--target-acc", type=float, default=None, help="stop once validation accuracy reaches this, e.g. 0.99")
-    p.add_argument("--workers", type=int, default=0, help="processes that decode images into the cache (default: all cores)")
-    p.add_argument("--threads", type=int, default=0, help="CPU threads for torch (default: all cores)")
+    p.add_argument(
+        "--workers",
+        type=non_negative_int,
+        default=0,
+        help="processes that decode images into the cache, or draw --online captchas (default: all cores)",
+    )
+    p.add_argument("--threads", type=non_negative_int, default=0, help="CPU threads for torch (default: all cores)")
     p.add_argument("--seed", type=int, default=0, help="seed for weights and batch order (default: %(default)s)")
     p.add_argument(
         "--model-config",
@@ -63,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
         help='advanced: override the network\'s ModelConfig fields, e.g. \'{"channels": [32, 64, 96, 128], "strides": [2, 2, 1, 2]}\'',
     )
     add_settings_args(p)
+    own.add_train_args(p)
+    online.add_args(p)
+    accel.add_args(p)
     return p
 
 
@@ -83,12 +113,12 @@ class History:
 
     def add(self, row: dict) -> None:
         self.rows.append(row)
-        tmp = self.path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
+        if not distributed.is_main():
+            return  # under torchrun only rank 0 writes
+        with atomic_path(self.path, ".csv") as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=self.FIELDS)
             writer.writeheader()
             writer.writerows(self.rows)
-        os.replace(tmp, self.path)
         write_curves(self.rows, self.path.parent / "curves.png")  # watchable while a long run goes on
 
 
@@ -104,36 +134,58 @@ def make_optimizer(model: CaptchaCNN, args, steps: int):
     return optimizer, scheduler
 
 
-def train_step(model, x, y, optimizer, scheduler, label_smoothing: float) -> float:
-    """One optimizer step on x (B, 1, H, W) and targets y (B, length); returns the loss."""
+def train_step(model, x, y, optimizer, scheduler, label_smoothing: float, engine: accel.Engine | None = None) -> float:
+    """One optimizer step on x (B, 1, H, W) and targets y (B, length); returns the loss.
+
+    `engine` (captcha_accel) adds DDP, mixed precision or torch.compile; without it, plain fp32.
+    """
     k = model.codec.num_classes
-    logits = model(x)  # (B, length * k)
-    loss = F.cross_entropy(logits.view(-1, k), y.view(-1), label_smoothing=label_smoothing)
+    net = engine.net if engine else model
+    with engine.autocast() if engine else contextlib.nullcontext():
+        logits = net(x)  # (B, length * k)
+        loss = F.cross_entropy(logits.view(-1, k).float(), y.view(-1), label_smoothing=label_smoothing)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    if engine:
+        engine.backward_step(loss, optimizer)
+    else:
+        loss.backward()
+        optimizer.step()
     scheduler.step()
     return loss.item()
 
 
-def train_epoch(model, data: LabelledSet, targets: np.ndarray, optimizer, scheduler, args, epoch: int, device) -> float:
-    """One pass in a seeded order; full batches only, so BatchNorm never sees a tiny one."""
+def train_epoch(model, data: LabelledSet, targets: np.ndarray, optimizer, scheduler, args, epoch: int, device, engine=None) -> float:
+    """One pass in a seeded order (this rank's shard of it, or fresh --online captchas); full batches only."""
+    engine = engine or accel.Engine.plain(model, device)
     model.train()
-    order = np.random.default_rng([args.seed, epoch]).permutation(len(data))
-    batch = min(args.batch_size, len(data))
-    steps = len(data) // batch
-    bar = tqdm(total=steps * batch, desc=f"epoch {epoch}/{args.epochs}", unit="img", unit_scale=True, leave=False, dynamic_ncols=True)
+    steps, batch, batches = distributed.epoch_batches(data, targets, args, epoch)
+    bar = tqdm(
+        total=steps * batch,
+        desc=f"epoch {epoch}/{args.epochs}",
+        unit="img",
+        unit_scale=True,
+        leave=False,
+        dynamic_ncols=True,
+        disable=not distributed.is_main(),
+    )
     total = 0.0
-    for step in range(steps):
-        pos = order[step * batch : (step + 1) * batch]
-        x = to_tensor(data.batch(pos)).to(device, non_blocking=True)
-        y = torch.from_numpy(targets[pos]).to(device, non_blocking=True)  # (B, length)
-        total += train_step(model, x, y, optimizer, scheduler, args.label_smoothing)
+    for step, (images, labels) in enumerate(batches):
+        x, y = engine.to_device(images, labels)  # (B, 1, H, W) float, (B, length)
+        x = augment_batch(x, args, epoch, step)
+        total += train_step(model, x, y, optimizer, scheduler, args.label_smoothing, engine)
         bar.update(batch)
         if step % 20 == 0:
             bar.set_postfix(loss=f"{total / (step + 1):.4f}")
     bar.close()
     return total / max(steps, 1)
+
+
+def check_output(model_path) -> None:
+    """Before any work: the model's folders take files, and a killed run's temporaries are gone."""
+    check_writable_dir(Path(model_path).parent, "--model")
+    check_writable_dir(run_dir(model_path), "--model")
+    for path in (Path(model_path), run_dir(model_path) / "last.pkl"):
+        remove_stale_temps(path)
 
 
 def resume_state(args):
@@ -156,11 +208,15 @@ def start_or_resume(args, device):
         saved = state["args"]
         for name in ("epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "seed"):
             setattr(args, name, saved[name])
+        distributed.restore_args(args, saved)
         print(f"resuming {path} after epoch {state['epoch']} of {args.epochs}")
         return model, state
-    settings = settings_from_args(args)
+    config = model_config_from_args(args)
+    settings = online.settings_for(args, config.stem) if args.online else own.infer_settings(args, config.stem)
     torch.manual_seed(args.seed)
-    return build_model(settings, model_config_from_args(args)), None
+    model = build_model(settings, config)
+    own.init_from(args, model)
+    return model, None
 
 
 def model_config_from_args(args) -> ModelConfig:
@@ -184,6 +240,7 @@ def meta_for(args, epoch: int, result: EvalResult, best: float, elapsed: float, 
         "train_dir": str(args.train_dir),
         "elapsed_s": round(elapsed, 1),
         "torch": torch.__version__,
+        **getattr(args, "data_meta", {}),
     }
 
 
@@ -191,17 +248,23 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = choose_device(args.device)
+    device = distributed.setup(choose_device(args.device))  # this rank's device under torchrun
+    args.world_size = distributed.world_size()
+    check_output(args.model)
     model, state = start_or_resume(args, device)
+    # Room for model.pkl, last.pkl and one temporary copy, each weights + 2 AdamW moments (float32).
+    check_free_space(run_dir(args.model), 3 * 3 * 4 * count_parameters(model), "--model")
     codec = model.codec
-    train = load_labelled(args.train_dir, codec, "--train-dir", args.workers)
-    val = load_labelled(args.val_dir, codec, "--val-dir", args.workers)
+    with distributed.local_main_first():  # one process per machine builds the packed cache
+        source = online if args.online else own
+        train, val = source.load_train_val(args, codec, EPOCHS, args.workers)
     for data in (train, val):
         if data.skipped:
             print(data.describe_skipped())
     targets = train.targets(codec)
-    steps = len(train) // min(args.batch_size, len(train))
+    steps = distributed.epoch_steps(len(train), args.batch_size)
     model = model.to(device).to(memory_format=torch.channels_last)
+    engine = accel.make_engine(distributed.wrap(model, device), device, args)
     optimizer, scheduler = make_optimizer(model, args, steps * args.epochs)
     folder = run_dir(args.model)
     folder.mkdir(parents=True, exist_ok=True)
@@ -214,16 +277,18 @@ def main(argv: list[str] | None = None) -> int:
         history = History(folder, state["history"])
     print(f"training on {len(train):,} images ({train.folder}), checking on {len(val):,} ({val.folder})")
     print(f"model: {count_parameters(model):,} parameters, {model.settings.describe()}, device {device}, {torch.get_num_threads()} threads")
-    return fit(model, train, val, targets, optimizer, scheduler, args, device, first, best, elapsed, history)
+    if args.world_size > 1 or engine.precision != "fp32" or args.compile:
+        print(f"{args.world_size} process(es), global batch {args.batch_size * args.world_size}, {engine.describe()}")
+    return fit(model, train, val, targets, optimizer, scheduler, args, device, first, best, elapsed, history, engine)
 
 
-def fit(model, train, val, targets, optimizer, scheduler, args, device, first, best, elapsed, history) -> int:
+def fit(model, train, val, targets, optimizer, scheduler, args, device, first, best, elapsed, history, engine=None) -> int:
     folder = run_dir(args.model)
     best_epoch, last = history_best(history), None
     for epoch in range(first, args.epochs + 1):
         start = time.perf_counter()
-        loss = train_epoch(model, train, targets, optimizer, scheduler, args, epoch, device)
-        last = evaluate(model, val, device)
+        loss = distributed.mean(train_epoch(model, train, targets, optimizer, scheduler, args, epoch, device, engine))
+        last = distributed.on_main(evaluate, model, val, device)  # rank 0 evaluates; every rank gets the result
         took = time.perf_counter() - start
         elapsed += took
         lr = optimizer.param_groups[0]["lr"]
@@ -253,9 +318,12 @@ def fit(model, train, val, targets, optimizer, scheduler, args, device, first, b
             "rng": torch.get_rng_state(),
         }
         meta = meta_for(args, epoch, last, best, elapsed, len(train))
-        save_checkpoint(folder / "last.pkl", model, meta, state)
-        if improved:
+        # model.pkl before last.pkl: a crash between the two then redoes this epoch on --resume
+        # instead of resuming past a best model that never reached model.pkl.
+        if improved and distributed.is_main():
             save_checkpoint(args.model, model, meta, state)
+        if distributed.is_main():
+            save_checkpoint(folder / "last.pkl", model, meta, state)
         mark = f"  -> saved {args.model}" if improved else ""
         print(f"epoch {epoch}/{args.epochs}  loss {loss:.4f}  {last.summary('val')}  {took:.0f} s{mark}", flush=True)
         if args.target_acc is not None and last.accuracy >= args.target_acc:

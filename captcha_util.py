@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import glob
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 from captcha_setting import Settings
 
 EXIT_USAGE = 2
+TMP_MARK = ".part-"  # atomic_path's temporaries are named .NAME.part-XXXX, never anything a user wrote
 
 
 class UserError(Exception):
     """A mistake in the user's input: shown as one line, exit status 2, no traceback."""
 
 
+def _usage_error(parser: argparse.ArgumentParser, message: str) -> NoReturn:
+    raise UserError(f"{message}; see --help")
+
+
 def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> int:
-    """Run a script's main() and turn a UserError into one line on stderr and exit status 2."""
+    """Run a script's main() and turn a UserError into one line on stderr and exit status 2.
+
+    argparse's own errors (an unknown flag, `--epochs abc`) become the same one line, without the
+    usage block argparse would print first, while main() runs.
+    """
+    original = argparse.ArgumentParser.error
+    argparse.ArgumentParser.error = _usage_error
     try:
         result = main(argv)
     except UserError as err:
@@ -29,7 +44,30 @@ def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None =
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        argparse.ArgumentParser.error = original
     return int(result or 0)
+
+
+def _number(kind: type, low: float, inclusive: bool = True) -> Callable[[str], float]:
+    """An argparse type: a number of `kind` at least (or, not inclusive, above) `low`."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
+        if value < low or (value == low and not inclusive):
+            raise argparse.ArgumentTypeError(f"{text} is too small; use {'at least' if inclusive else 'more than'} {low}")
+        return value
+
+    parse.__name__ = f"{kind.__name__} >= {low}"
+    return parse
+
+
+positive_int = _number(int, 1)  # counts that must be at least 1: --epochs, --batch-size
+non_negative_int = _number(int, 0)  # 0 means "the default" or "none": --workers, --threads
+positive_float = _number(float, 0.0, inclusive=False)  # --lr
 
 
 def choose_device(name: str = "auto"):
@@ -60,7 +98,11 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}", suffix=suffix or ".tmp", dir=path.parent)
+    if hasattr(os, "fchmod"):  # the mode open() would give, not mkstemp's owner-only 0600
+        umask = os.umask(0o22)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
     os.close(fd)
     try:
         yield tmp
@@ -71,6 +113,26 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temps(path: str | os.PathLike) -> int:
+    """Delete what atomic_path(path) left behind when a run was killed (kill -9, power loss): a crash
+    cannot clean up, so the next run for the same file does. Returns how many were removed."""
+    path = Path(path)
+    removed = 0
+    for stale in path.parent.glob(f".{glob.escape(path.name)}{TMP_MARK}*"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+            removed += 1
+    return removed
+
+
+def check_free_space(path: str | os.PathLike, need: int, flag: str) -> None:
+    """Refuse to start work that will need `need` bytes in `path` when the disk has less free."""
+    free = shutil.disk_usage(path).free
+    if free < need:
+        have, want = f"{free / 1e6:,.1f} MB free", f"about {need / 1e6:,.1f} MB needed"
+        raise UserError(f"{flag} {path}: only {have}, {want}; free some space or choose another folder")
 
 
 def check_writable_dir(path: str | os.PathLike, flag: str) -> Path:

@@ -82,3 +82,18 @@ def test_module_level_predict_is_the_same_call(tiny_model, tiny_data):
     model = load_model(tiny_model, "cpu")
     path = sorted((tiny_data / "predict").iterdir())[0]
     assert captcha_predict.predict(model, path) == model.predict(path)
+
+
+def test_the_fast_inference_copy_computes_what_the_model_computes(tiny_model, tiny_data):
+    import torch
+
+    from captcha_dataset import to_tensor
+
+    model = load_model(tiny_model, "cpu")
+    assert model.fast is not model.model  # BatchNorm folded into a copy; the original stays for evaluate()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.fast.modules())
+    arrays = np.stack([model.prepare(p) for p in sorted((tiny_data / "predict").iterdir())])
+    with torch.inference_mode():
+        want = model.model(to_tensor(arrays))
+        assert torch.allclose(model.logits(arrays), want, atol=1e-4, rtol=1e-4)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.model.modules())

@@ -1,0 +1,74 @@
+"""The CNN: output shape for other charsets, lengths and image sizes, and model.pkl round trips."""
+
+import string
+
+import pytest
+import torch
+from torch import nn
+
+from captcha_checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from captcha_cnn_model import ModelConfig, build_model
+from captcha_setting import Settings
+
+
+@pytest.mark.parametrize(
+    ("settings", "classes"),
+    [
+        (Settings(), 36),  # the default: 4 of 0-9A-Z, 160x60
+        (Settings(charset=string.digits, length=6), 10),
+        (Settings(charset="ab", length=1, width=64, height=32), 2),
+        (Settings(charset="2345678bcdefgmnpwxy", length=5, width=200, height=50), 19),  # the real captcha_images_v2 set
+        (Settings(charset=string.ascii_letters, length=8, width=256, height=64), 52),
+        (Settings(charset="abc123", length=5, min_length=3, width=96, height=32), 7),  # variable length: + "no character"
+    ],
+    ids=["default", "digits6", "ab1-64x32", "real-200x50", "letters8-256x64", "variable-96x32"],
+)
+def test_output_is_one_block_of_logits_per_position(settings, classes):
+    model = build_model(settings).eval()
+    assert model.codec.num_classes == classes
+    with torch.inference_mode():
+        logits = model(torch.rand(3, 1, settings.height, settings.width))
+    assert logits.shape == (3, settings.length * classes)
+    decoded = model.codec.decode(logits)
+    assert len(decoded) == 3
+    assert all(settings.min_length <= len(text) <= settings.length and set(text) <= set(settings.charset) for text, _ in decoded)
+
+
+def test_a_size_that_is_not_a_multiple_of_the_stem_is_refused():
+    stem = ModelConfig().stem
+    if stem == 1:
+        pytest.skip("the default stem takes every size")
+    with pytest.raises(ValueError, match=f"multiple of the stem factor {stem}"):
+        build_model(Settings(width=160 + 1, height=60))
+    # The same size works with a stem that divides it.
+    model = build_model(Settings(width=161, height=61), ModelConfig(stem=1)).eval()
+    assert model(torch.rand(1, 1, 61, 161)).shape == (1, 4 * 36)
+
+
+def test_no_dropout_on_convolution_feature_maps():
+    model = build_model(Settings())
+    assert not any(isinstance(m, (nn.Dropout, nn.Dropout2d)) for m in model.features.modules())
+
+
+def test_model_config_survives_the_plain_dict_it_is_stored_as():
+    config = ModelConfig(stem=1, channels=(8, 16), strides=(2, 2), hidden=32, dropout=0.0)
+    stored = {**config.to_dict(), "channels": [8, 16], "strides": [2, 2], "added_later": 1}  # lists, as JSON gives them
+    assert ModelConfig.from_dict(stored) == config
+
+
+def test_model_pkl_round_trip_keeps_settings_config_and_outputs(tmp_path):
+    settings = Settings(charset=string.digits, length=6, width=96, height=32)
+    config = ModelConfig(stem=1, channels=(8, 16), strides=(2, 2), hidden=16)
+    torch.manual_seed(0)
+    model = build_model(settings, config).eval()
+    path = tmp_path / "model.pkl"
+    save_checkpoint(path, model, {"epoch": 3, "best_accuracy": 0.5})
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pkl"]  # the atomic write left no temporary
+    ckpt = read_checkpoint(path)
+    assert {"format", "settings", "model_config", "state_dict", "meta"} <= ckpt.keys()
+    assert ckpt["settings"] == settings.to_dict() and ckpt["meta"]["epoch"] == 3
+    loaded, _ = load_checkpoint(path)
+    assert loaded.settings == settings and loaded.config == config and not loaded.training
+    x = torch.rand(2, 1, 32, 96)
+    with torch.inference_mode():
+        assert torch.equal(model(x), loaded(x))
