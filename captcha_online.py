@@ -12,9 +12,9 @@ indices [r * n, (r + 1) * n) of the epoch, so ranks never share an image and tog
 what one process would. Validation uses --val-dir, or, when that folder does not exist, a
 fixed set of --online-val generated captchas (split "online-val", seed VAL_SEED).
 
-On a 2-core CPU the captcha library draws about 190 images/s per core while the model
-trains on about 1,000 images/s, so online training is bound by generation: see the
-"Online generation" section of docs/BENCHMARKS.md before choosing it there.
+On a 2-core CPU a worker draws about 250 images/s and the model trains on about 420 images/s,
+but both share the two cores: online training runs at about 0.4x the packed-cache rate. See
+"Online generation" in docs/BENCHMARKS.md before choosing it there.
 """
 
 from __future__ import annotations

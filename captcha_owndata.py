@@ -145,7 +145,8 @@ def _lengths(lengths: list[int]) -> str:
 def finish_settings(args, base: Settings, stem: int) -> Settings:
     """Apply the flags on top of `base`; fold case; round the size to the stem factor, saying so."""
     if args.length is not None:
-        base = base.with_(min_length=min(base.min_length, args.length) if base.variable_length else args.length, length=args.length)
+        # A named --length is exact: labels of another length are listed as unusable (--min-length opens a range).
+        base = base.with_(min_length=args.length, length=args.length)
     settings = settings_from_args(args, base)
     if args.ignore_case:
         settings = settings.with_(charset="".join(dict.fromkeys(settings.charset.upper())), ignore_case=True)

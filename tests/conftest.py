@@ -55,9 +55,6 @@ def tiny_model(tiny_data, tmp_path_factory) -> Path:
 # Known open defects: these tests run and report, but do not fail the suite until fixed.
 # Each names the issue it keeps open; remove the entry with the fix.
 KNOWN_FAILURES = {
-    "tests/test_errors.py::test_unusable_files_in_a_training_set_are_counted_and_listed": (
-        "issue 2/3: a label of another length is absorbed by inferring the length from the labels instead of being listed as unusable"
-    ),
     "tests/test_faults.py::test_gen_on_a_full_disk_fails_with_one_line_and_leaves_no_partial_image": (
         "issue 7: captcha_gen.py leaves a .tmp-*.png behind when the disk fills"
     ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -117,7 +118,9 @@ def test_onnx_files_that_are_not_ours_get_one_line(tmp_path, cli):
     code, _, err = cli(captcha_predict.main, "--model", junk, "x.png")
     assert code == 2 and f"--model {junk}: not a readable ONNX model (" in err and err.count("\n") == 1
     plain = tmp_path / "plain.onnx"
-    torch.onnx.export(torch.nn.Linear(3, 2), (torch.zeros(1, 3),), str(plain), dynamo=False)
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notice
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(torch.nn.Linear(3, 2), (torch.zeros(1, 3),), str(plain), dynamo=False)
     code, _, err = cli(captcha_predict.main, "--model", plain, "x.png")
     assert code == 2 and err.endswith(f"--model {plain}: an ONNX file without captcha-toolkit metadata; export it with captcha_export.py\n")
 
