@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import signal
 import socket
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -260,13 +263,13 @@ def check_args(args) -> None:
 
 def bind(host: str, port: int) -> socket.socket:
     """Bind before loading anything heavy, so a busy port is one clear line, not a traceback."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         sock.listen(2048)  # clients queue from now on, while the model still loads
     except OSError as err:
+        sock.close()
         raise UserError(f"--host {host} --port {port}: cannot listen there ({err.strerror}); pick another port or host") from None
     return sock
 
@@ -283,15 +286,43 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     sock = bind(args.host, args.port)
-    model = resolve_model(args.model)
-    recognizer = load_model(model, args.device)
+    try:
+        model = resolve_model(args.model)
+        recognizer = load_model(model, args.device)
+    except BaseException:
+        sock.close()
+        raise
     app = create_app(recognizer, args.max_bytes, args.max_images, args.save_dir)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"serving {model} on http://{shown}:{port}/ (API docs at /docs; Ctrl+C stops)", flush=True)
     config = uvicorn.Config(app, log_level="warning", access_log=args.access_log, server_header=False)
-    uvicorn.Server(config).run(sockets=[sock])
+    with stop_signals_end_normally():
+        uvicorn.Server(config).run(sockets=[sock])
+    service = app.state.service
+    print(f"stopped: served {service.served} images in {time.time() - service.started:.0f} s", flush=True)
     return 0
+
+
+@contextlib.contextmanager
+def stop_signals_end_normally():
+    """Ctrl+C or SIGTERM is how a server is meant to stop: exit 0 after uvicorn's graceful shutdown.
+
+    uvicorn answers the signal by draining open requests, then raises it again for the handler
+    that was in place before; left at Python's defaults, that turns a clean stop into exit
+    status 130 (KeyboardInterrupt) or death by SIGTERM. These handlers take the re-raised signal
+    and do nothing, so main() returns normally.
+    """
+    if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
+        yield
+        return
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in stops}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ driver manager.
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import os
@@ -34,16 +35,21 @@ FLAGS = [
 ]
 
 
-def ensure_chromium() -> str | None:
-    """Path of Debian's chromium, installing it with apt when root; None if it cannot be had."""
+def ensure_chromium() -> tuple[str | None, str]:
+    """(path of Debian's chromium, "") once it is there, installing it with apt when root; else (None, why not)."""
     if Path(CHROMIUM).exists():
-        return CHROMIUM
+        return CHROMIUM, ""
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return None
+        return None, "Debian's chromium is not installed and apt-get cannot install it here (needs root): apt-get install chromium"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], env=env, check=False, capture_output=True, timeout=600)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], env=env, check=False, capture_output=True, timeout=1200)
-    return CHROMIUM if Path(CHROMIUM).exists() else None
+    for cmd, limit in ((["apt-get", "update", "-qq"], 600), (["apt-get", "install", "-y", "-qq", "chromium"], 1200)):
+        done = subprocess.run(cmd, env=env, check=False, capture_output=True, text=True, timeout=limit)
+        if done.returncode != 0:
+            last = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
+            return None, f"Debian's chromium is not installed and `{' '.join(cmd)}` failed: {last}"
+    if not Path(CHROMIUM).exists():
+        return None, f"apt-get installed chromium but {CHROMIUM} is missing"
+    return CHROMIUM, ""
 
 
 class Browser:
@@ -54,12 +60,20 @@ class Browser:
             [binary, *FLAGS, f"--user-data-dir={profile}", url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         self.ids = itertools.count(1)
-        port = self._devtools_port(profile / "DevToolsActivePort", timeout)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=timeout) as r:
-            pages = [t for t in json.load(r) if t["type"] == "page"]
+        self.connection = contextlib.ExitStack()  # websockets wants connect() used as a context manager
+        try:
+            self.ws = self._connect(profile / "DevToolsActivePort", timeout)
+        except BaseException:
+            self.close()  # a browser that never answered must not outlive the test
+            raise
+
+    def _connect(self, port_file: Path, timeout: float):
         from websockets.sync.client import connect
 
-        self.ws = connect(pages[0]["webSocketDebuggerUrl"], max_size=None, open_timeout=timeout)
+        port = self._devtools_port(port_file, timeout)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=timeout) as r:
+            pages = [t for t in json.load(r) if t["type"] == "page"]
+        return self.connection.enter_context(connect(pages[0]["webSocketDebuggerUrl"], max_size=None, open_timeout=timeout))
 
     def _devtools_port(self, path: Path, timeout: float) -> int:
         deadline = time.monotonic() + timeout
@@ -118,7 +132,7 @@ class Browser:
 
     def close(self) -> None:
         try:
-            self.ws.close()
+            self.connection.close()
         finally:
             self.proc.terminate()
             try:

@@ -64,10 +64,6 @@ KNOWN_FAILURES = {
     "tests/test_security.py::test_bad_input_gets_exit_2_and_one_line[dataset: missing folder]": (
         "issue 7: captcha_dataset.py on a missing folder does not give the expected one-line error yet"
     ),
-    "tests/test_server.py::test_fuzz_openapi_no_server_errors": "issue 6: the OpenAPI fuzz run still finds a failing case",
-    "tests/test_server.py::test_page_reads_a_picked_image_in_headless_chromium": (
-        "issue 6: the headless-Chromium page test does not pass on this machine yet"
-    ),
 }
 
 
