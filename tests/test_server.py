@@ -347,7 +347,8 @@ def test_real_server_answers_and_refuses_oversized_bodies(live_server, recognize
         r = c.post("/predict", files={"image": ("../../etc/passwd", pngs[0].read_bytes(), "image/png")})
         assert r.status_code == 200 and r.json()["text"] == recognizer.predict(pngs[0]).text
         assert c.get("/health").json()["served"] >= 1
-    assert all(UUID_NAME.match(p.name) for p in live_server.saved.iterdir())
+    saved = [p.name for p in live_server.saved.iterdir()]
+    assert saved and all(UUID_NAME.match(name) for name in saved)  # kept, never under the client's name
     # Declared too large: refused before the body is read.
     head = f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: {LIMIT + 1}\r\n\r\n".encode()
     status, body = raw_http(live_server.port, head)
