@@ -7,6 +7,7 @@ and dicts goes in, and no whole model is ever pickled.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -18,7 +19,7 @@ import torch
 
 from captcha_cnn_model import CaptchaCNN, ModelConfig, build_model
 from captcha_setting import Settings
-from captcha_util import UserError, atomic_path
+from captcha_util import DISK_FULL, UserError, atomic_path
 
 FORMAT = "captcha-toolkit/1"
 
@@ -47,14 +48,20 @@ def save_checkpoint(path, model: CaptchaCNN, meta: dict, train_state: dict | Non
     }
     if train_state is not None:
         payload["train_state"] = {k: v if k in TENSOR_STATE else plain(v) for k, v in train_state.items()}
+    # Serialized in memory first, then written by Python: on a full disk torch's own file writer fails
+    # with a RuntimeError that hides the reason ("unexpected pos ..."), a Python write with OSError(ENOSPC).
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
     try:
         with atomic_path(path, ".pkl") as tmp:
-            torch.save(payload, tmp)
+            with open(tmp, "wb") as f:
+                f.write(buffer.getbuffer())
             _fault_point(tmp)
     except OSError as err:  # disk full, folder made read-only midway: atomic_path left the old file whole
         why = err.strerror or str(err)
-        todo = "free some space and run again (--resume goes on from the last saved epoch)"
-        raise UserError(f"{path}: cannot save the model ({why}); {todo}") from None
+        todo = "free some space" if err.errno in DISK_FULL else "make its folder writable or choose another"
+        again = "run again (captcha_train.py --resume goes on from the last saved epoch)"
+        raise UserError(f"{path}: cannot save the model ({why}); {todo}, then {again}") from None
 
 
 FAULT_ENV = "CAPTCHA_FAULT"

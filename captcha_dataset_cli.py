@@ -27,7 +27,7 @@ from tqdm import tqdm
 from captcha_dataset import ImageError, check_folder, list_images, load_image
 from captcha_labels import match_folder, read_labels_file, write_labels_file
 from captcha_owndata import raw_labels, split_names
-from captcha_util import UserError
+from captcha_util import UserError, check_writable_dir
 
 RARE = 10  # characters seen fewer times than this are reported
 SHOW = 20  # unusable files listed one by one before "and N more"
@@ -175,6 +175,7 @@ def split(args) -> int:
     out = Path(args.out) if args.out else folder
     if not args.link and not folder.stat().st_mode & 0o222:
         raise UserError(f"folder {folder}: read-only, its files cannot be moved; add --link --out OUT to link them instead")
+    check_writable_dir(out, "--out" if args.out else "folder")  # before the first file moves
     names = [e.name for e in list_images(folder)]
     if not names:
         raise UserError(f"folder {folder}: no images found; pass the folder that holds the captcha images")

@@ -20,7 +20,7 @@ import captcha_default
 import captcha_setting as cs
 from captcha_checkpoint import load_checkpoint, save_checkpoint
 from captcha_onnx import OPSET, export_onnx
-from captcha_util import UserError, atomic_path, run_cli
+from captcha_util import UserError, atomic_path, check_writable_dir, run_cli
 
 TRAINING_KEYS = ("epoch", "epochs", "best_accuracy", "train_images", "train_dir", "elapsed_s", "torch")
 
@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("nothing to do: give --onnx OUT, --slim OUT or --ship OUT")
     if not 9 <= args.opset <= 20:
         raise UserError(f"--opset {args.opset}: the exporter writes opsets 9 to 20; use {OPSET} unless a runtime needs another")
+    for flag in ("onnx", "slim", "ship"):  # every output folder takes files, before any export work
+        if getattr(args, flag):
+            check_writable_dir(Path(getattr(args, flag)).parent, f"--{flag}")
     model, ckpt = load_checkpoint(captcha_default.resolve_model(args.model), "cpu")
     if args.onnx:
         write_onnx(model, ckpt, args.onnx, args.opset)

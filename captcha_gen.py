@@ -88,17 +88,18 @@ class CaptchaFactory:
         return self.make(rng)
 
 
-def existing_ids(folder: Path) -> set[int]:
-    """IDs already written in `folder`; stale temporary files from a killed run are removed."""
-    ids = set()
+def remove_temps(folder: Path) -> None:
+    """Delete the hidden temporaries of images that were never finished (a killed run, a failed write)."""
     for entry in os.scandir(folder):
         if entry.name.startswith(TMP_PREFIX):
-            os.unlink(entry.path)
-            continue
-        match = NAME_RE.match(entry.name)
-        if match:
-            ids.add(int(match["id"]))
-    return ids
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+
+
+def existing_ids(folder: Path) -> set[int]:
+    """IDs already written in `folder`; stale temporary files from a killed run are removed."""
+    remove_temps(folder)
+    return {int(m["id"]) for m in map(NAME_RE.match, os.listdir(folder)) if m}
 
 
 def id_width(count: int) -> int:
@@ -155,16 +156,22 @@ def generate_split(out: Path, split: str, count: int, settings: Settings, worker
         return 0
     # A context manager: an error midway closes the bar first, so its message gets a line of its own.
     with tqdm(total=len(jobs), desc=f"{split:>7}", unit="img", dynamic_ncols=True) as bar:
-        if workers <= 1:
-            _init_worker(settings.to_dict())
-            for job in jobs:
-                _write_one(job)
-                bar.update()
-        else:
-            ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
-            with ctx.Pool(workers, initializer=_init_worker, initargs=(settings.to_dict(), True)) as pool:
-                for _ in pool.imap_unordered(_write_one, jobs, chunksize=16):
+        try:
+            if workers <= 1:
+                _init_worker(settings.to_dict())
+                for job in jobs:
+                    _write_one(job)
                     bar.update()
+            else:
+                ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
+                with ctx.Pool(workers, initializer=_init_worker, initargs=(settings.to_dict(), True)) as pool:
+                    for _ in pool.imap_unordered(_write_one, jobs, chunksize=16):
+                        bar.update()
+        except BaseException:
+            # One worker's error makes the pool terminate the others, maybe midway through their own
+            # image: their temporaries stay. The pool has joined them by now, so nothing writes here.
+            remove_temps(folder)
+            raise
     return len(jobs)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import glob
 import os
 import shutil
@@ -16,6 +17,8 @@ from typing import NoReturn
 from captcha_setting import Settings
 
 EXIT_USAGE = 2
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # no space, over a size limit, over a quota
+CANNOT_WRITE = (errno.EACCES, errno.EPERM, errno.EROFS)
 TMP_MARK = ".part-"  # atomic_path's temporaries are named .NAME.part-XXXX, never anything a user wrote
 
 
@@ -28,7 +31,8 @@ def _usage_error(parser: argparse.ArgumentParser, message: str) -> NoReturn:
 
 
 def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> int:
-    """Run a script's main() and turn a UserError into one line on stderr and exit status 2.
+    """Run a script's main() and turn a UserError, a full disk or an unwritable path into one line on
+    stderr and exit status 2.
 
     argparse's own errors (an unknown flag, `--epochs abc`) become the same one line, without the
     usage block argparse would print first, while main() runs.
@@ -37,9 +41,11 @@ def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None =
     argparse.ArgumentParser.error = _usage_error
     try:
         result = main(argv)
-    except UserError as err:
-        prog = Path(sys.argv[0]).name or "captcha"
-        print(f"{prog}: error: {err}", file=sys.stderr)
+    except (UserError, OSError) as err:
+        message = str(err) if isinstance(err, UserError) else _environment_error(err)
+        if message is None:
+            raise
+        print(f"{Path(sys.argv[0]).name or 'captcha'}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -47,6 +53,17 @@ def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None =
     finally:
         argparse.ArgumentParser.error = original
     return int(result or 0)
+
+
+def _environment_error(err: OSError) -> str | None:
+    """The one line for a full disk or a folder that refuses files, wherever a script meets it (a script
+    checks what it can before work starts; this catches the rest). None: a real bug, keep the traceback."""
+    where = f"{err.filename}: " if err.filename else ""
+    if err.errno in DISK_FULL:
+        return f"{where}cannot write ({err.strerror}); free some space and run again"
+    if err.errno in CANNOT_WRITE and err.filename:
+        return f"{where}{err.strerror}; choose another path or change its permissions"
+    return None
 
 
 def _number(kind: type, low: float, inclusive: bool = True) -> Callable[[str], float]:
@@ -109,9 +126,11 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.filename is None:
+            err.filename = str(path)  # a failed write() names no file; the error line should
         raise
 
 

@@ -55,15 +55,6 @@ def tiny_model(tiny_data, tmp_path_factory) -> Path:
 # Known open defects: these tests run and report, but do not fail the suite until fixed.
 # Each names the issue it keeps open; remove the entry with the fix.
 KNOWN_FAILURES = {
-    "tests/test_faults.py::test_gen_on_a_full_disk_fails_with_one_line_and_leaves_no_partial_image": (
-        "issue 7: captcha_gen.py leaves a .tmp-*.png behind when the disk fills"
-    ),
-    "tests/test_faults.py::test_train_on_a_full_disk_stops_with_one_line_and_no_partial_model": (
-        "issue 7: a full disk during torch.save surfaces as a traceback, not one line"
-    ),
-    "tests/test_security.py::test_bad_input_gets_exit_2_and_one_line[dataset: missing folder]": (
-        "issue 7: captcha_dataset.py on a missing folder does not give the expected one-line error yet"
-    ),
 }
 
 

@@ -44,8 +44,30 @@ def tally(key: str, n: int = 1) -> None:
     """Count what the fault tests did (runs killed, files checked...) for docs/RELIABILITY.md."""
     path = os.environ.get(TALLY_ENV)
     if path:
+        test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]  # "tests/x.py::name[param] (call)"
         with open(path, "a") as f:
-            f.write(json.dumps({"key": key, "n": n}) + "\n")
+            f.write(json.dumps({"key": key, "n": n, "test": test}) + "\n")
+
+
+def summarize(path: str) -> str:
+    """The tally as text: per test what it counted, then the totals.
+
+    CAPTCHA_RELIABILITY_LOG=/tmp/r.jsonl pytest -q tests/test_faults.py tests/test_security.py tests/test_properties.py
+    python tests/script_runner.py /tmp/r.jsonl
+    """
+    per_test: dict[str, dict[str, int]] = {}
+    totals: dict[str, int] = {}
+    with open(path) as f:
+        for line in f:
+            row = json.loads(line)
+            counts = per_test.setdefault(row.get("test") or "?", {})
+            counts[row["key"]] = counts.get(row["key"], 0) + row["n"]
+            totals[row["key"]] = totals.get(row["key"], 0) + row["n"]
+    lines = []
+    for test, counts in per_test.items():
+        lines.append(f"{test}: " + "; ".join(f"{k} {v:,}" for k, v in counts.items()))
+    lines.append("totals: " + "; ".join(f"{k} {v:,}" for k, v in totals.items()))
+    return "\n".join(lines)
 
 
 def drop_dac_capabilities() -> None:
@@ -250,3 +272,7 @@ def wait_for(predicate, timeout: float = 60, step: float = 0.01, run: ScriptRun 
             return bool(predicate())
         time.sleep(step)
     return False
+
+
+if __name__ == "__main__":
+    print(summarize(sys.argv[1]))

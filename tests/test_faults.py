@@ -8,6 +8,7 @@ of a real run, is in docs/RELIABILITY.md.
 from __future__ import annotations
 
 import csv
+import errno
 import os
 import random
 import shutil
@@ -25,7 +26,7 @@ import captcha_test
 import captcha_train
 from captcha_dataset import pack_folder
 from captcha_setting import Settings
-from captcha_util import TMP_MARK
+from captcha_util import TMP_MARK, run_cli
 
 GEN_COUNTS = {"train": 200, "test": 16, "predict": 8}
 GEN_ARGS = ("--train", 200, "--test", 16, "--predict", 8, "--seed", 5, "--workers", 2)
@@ -97,14 +98,17 @@ def test_gen_killed_at_a_random_moment_then_rerun_ends_exactly_as_an_unbroken_ru
     tally("captcha_gen.py runs killed with kill -9")
     # Pool workers die with the main process, not orphaned to keep writing beside the rerun.
     assert wait_for(lambda: not any(alive(p) for p in workers), timeout=10), "orphaned pool workers"
-    before = sum(len(os.listdir(out / s)) for s in GEN_COUNTS if (out / s).is_dir())
-    assert before < sum(GEN_COUNTS.values())
-    tally("files present when killed (images + temporaries)", before)
+    left = [n for s in GEN_COUNTS if (out / s).is_dir() for n in os.listdir(out / s)]
+    assert len(left) < sum(GEN_COUNTS.values())
+    temps = sum(n.startswith(captcha_gen.TMP_PREFIX) for n in left)
+    tally("whole images present when killed", len(left) - temps)
+    tally("half-written temporaries left by the kill (removed by the rerun)", temps)
     again = run_script("captcha_gen.py", *GEN_ARGS, "--out", out, logs=logs)
     assert again.code == 0, again.stderr
     tally("captcha_gen.py runs resumed")
     for split, count in GEN_COUNTS.items():
         assert check_split(out / split, count) == gen_reference[split], f"{split}: not byte-identical to the unbroken run"
+        tally("images byte-identical to the unbroken run", count)
 
 
 @pytest.mark.slow
@@ -124,7 +128,42 @@ def test_gen_on_a_full_disk_fails_with_one_line_and_leaves_no_partial_image(tmp_
     assert again.code == 0, again.stderr
     for split, count in GEN_COUNTS.items():
         assert check_split(out / split, count) == gen_reference[split]
-    tally("disk-full runs (RLIMIT_FSIZE) then finished")
+    tally("disk-full runs stopped with one line, nothing half-written")
+    tally("disk-full runs finished by running the same command again")
+
+
+class StuckImage:
+    """A captcha whose save() fails (index 0) or hangs midway (every other index), written by a real pool.
+
+    Image 0's worker waits until another worker has half-written its temporary, then hits a full disk;
+    the pool then terminates that other worker in the middle of its write. The same moment the
+    RLIMIT_FSIZE run above reaches only by luck, reached every time.
+    """
+
+    def __init__(self, index: int):
+        self.index = index
+
+    def save(self, path, format):  # PIL's signature
+        Path(path).write_bytes(b"\x89PNG half an image")
+        if self.index:
+            time.sleep(60)  # "still writing" when the pool terminates this worker
+            return
+        folder = Path(path).parent
+        wait_for(lambda: any(p.name != Path(path).name for p in folder.glob(f"{captcha_gen.TMP_PREFIX}*")), timeout=30)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_gen_worker_failing_midway_leaves_no_temporary_of_any_worker(tmp_path, cli, monkeypatch):
+    monkeypatch.setattr(captcha_gen.CaptchaFactory, "make_seeded", lambda self, seed, split, index: ("ABCD", StuckImage(index)))
+    started = time.monotonic()
+    code, _, err = cli(captcha_gen.main, "--train", 40, "--test", 0, "--predict", 0, "--out", tmp_path, "--workers", 2)
+    folder = tmp_path / "train"
+    assert code == 2 and "Traceback" not in err, err
+    want = f"error: --out {folder}: cannot write images (No space left on device); free some space, then run the same command to finish"
+    assert err.strip().splitlines()[-1].endswith(want), err
+    assert time.monotonic() - started < 30, "the stuck worker was waited for, not terminated"
+    assert os.listdir(folder) == []  # neither the failed image's temporary nor the terminated worker's
+    tally("worker writes cut off by a failing one, temporaries removed")
 
 
 def test_gen_refuses_to_start_without_room_for_the_images(tmp_path, cli, monkeypatch):
@@ -184,6 +223,7 @@ def assert_same_run(paths: TrainRun, reference: TrainRun) -> None:
     assert final["train_state"]["epoch"] == EPOCHS
     for name, tensor in want["state_dict"].items():
         assert torch.equal(final["state_dict"][name], tensor), f"{name} differs from the unbroken run"
+    tally("weight tensors equal to the unbroken run's", len(want["state_dict"]))
     load_safely(paths.model)
     assert temporaries(paths.model) == []
 
@@ -200,6 +240,7 @@ def test_train_killed_during_an_epoch_resumes_from_the_last_complete_one(tiny_da
     tally("captcha_train.py runs killed during an epoch")
     done = load_safely(paths.last)["train_state"]["epoch"]
     assert 1 <= done < EPOCHS
+    tally("last complete epoch when killed", done)
     assert len(history_epochs(paths.history)) <= done + 1  # at most the running epoch is lost
     load_safely(paths.model)
     resumed = run_script("captcha_train.py", *train_args(tiny_data, paths.model), "--resume", logs=tmp_path / "logs")
@@ -220,6 +261,7 @@ def test_train_killed_while_writing_last_pkl_keeps_the_previous_one(tiny_data, t
     tally("captcha_train.py runs killed while writing a checkpoint")
     (half,) = temporaries(paths.model)
     assert half.parent == paths.last.parent and half.stat().st_size < paths.last.stat().st_size
+    tally("half-written temporaries left by the kill (removed by the rerun)")
     with pytest.raises(Exception):  # noqa: B017 - whatever torch says, the half file does not load
         torch.load(half, map_location="cpu", weights_only=True)
     assert load_safely(paths.last)["train_state"]["epoch"] == 1  # the complete epoch 1, untouched
@@ -241,6 +283,7 @@ def test_train_killed_while_writing_the_first_model_pkl_loses_only_that_epoch(ti
     tally("captcha_train.py runs killed while writing a checkpoint")
     (half,) = temporaries(paths.model)
     assert half.parent == paths.model.parent
+    tally("half-written temporaries left by the kill (removed by the rerun)")
     assert not paths.model.exists() and not paths.last.exists()  # no corrupt model under the real name
     nothing = run_script("captcha_train.py", *args, "--resume", logs=tmp_path / "logs")
     assert one_error_line(nothing, "captcha_train.py").startswith(f"--resume: nothing to resume at {paths.last} or {paths.model}; ")
@@ -261,7 +304,7 @@ def test_train_on_a_full_disk_stops_with_one_line_and_no_partial_model(tiny_data
     last = full.stderr.strip().splitlines()[-1]
     assert last.startswith(f"captcha_train.py: error: {paths.model}: cannot save the model (File too large); free some space"), last
     assert not paths.model.exists() and not paths.last.exists() and temporaries(paths.model) == []
-    tally("disk-full runs (RLIMIT_FSIZE) then finished")
+    tally("disk-full runs stopped with one line, nothing half-written")
 
 
 def test_train_refuses_to_start_without_room_for_its_checkpoints(tiny_data, tmp_path, cli, monkeypatch):
@@ -292,6 +335,15 @@ def test_read_only_outputs_are_refused_before_any_work(tiny_data, tiny_model, tm
         ("captcha_gen.py", ("--train", 5, "--test", 0, "--predict", 0, "--out", read_only / "sub"), f"--out {read_only / 'sub'}: "),
         ("captcha_train.py", train_args(tiny_data, read_only / "model.pkl"), f"--model {read_only}: "),
         ("captcha_test.py", ("--model", tiny_model, "--data", tiny_data / "test", "--json", read_only / "m.json"), f"--json {read_only}: "),
+        (
+            "captcha_test.py",
+            ("--model", tiny_model, "--data", tiny_data / "test", "--report", read_only / "r"),
+            f"--report {read_only / 'r'}: ",
+        ),
+        ("captcha_export.py", ("--model", tiny_model, "--slim", read_only / "s.pkl"), f"--slim {read_only}: "),
+        ("captcha_export.py", ("--model", tiny_model, "--onnx", read_only / "m.onnx"), f"--onnx {read_only}: "),
+        ("captcha_dataset.py", ("split", tiny_data / "test", "--link", "--out", read_only), f"--out {read_only}: "),
+        ("captcha_server.py", ("--model", tiny_model, "--save-dir", read_only, "--port", 0), f"--save-dir {read_only}: "),
     ]
     for script, args, start in cases:
         result = run_script(script, *args, logs=logs, read_only=True)
@@ -300,6 +352,66 @@ def test_read_only_outputs_are_refused_before_any_work(tiny_data, tiny_model, tm
         assert "epoch" not in result.stdout and "test:" not in result.stdout  # refused before the work
         tally("read-only outputs refused")
     assert os.listdir(read_only) == []
+
+
+# What each writer says when the disk fills midway (RLIMIT_FSIZE of 3,000 bytes): no check before the
+# work can see that coming, so the write itself fails, atomic_path drops its temporary, and run_cli
+# turns the OSError into one line naming the file.
+DISK_FULL_WRITERS = {
+    "export --slim": ("captcha_export.py", lambda d, m, o: ("--model", m, "--slim", o / "s.pkl"), "{o}/s.pkl: cannot save the model"),
+    "export --onnx": ("captcha_export.py", lambda d, m, o: ("--model", m, "--onnx", o / "m.onnx"), "{o}/m.onnx: cannot write"),
+    "test --json": (
+        "captcha_test.py",
+        lambda d, m, o: ("--model", m, "--data", d / "test", "--json", o / "m.json"),
+        "{o}/m.json: cannot write",
+    ),
+    "test --report": (
+        "captcha_test.py",
+        lambda d, m, o: ("--model", m, "--data", d / "test", "--report", o),
+        "{o}/errors.png: cannot write",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(DISK_FULL_WRITERS))
+def test_a_full_disk_midway_gives_one_line_and_no_partial_file(case, tiny_data, tiny_model, tmp_path):
+    if case == "export --onnx":
+        pytest.importorskip("onnx", reason="ONNX is an optional extra: pip install -r requirements-onnx.txt")
+    script, make_args, start = DISK_FULL_WRITERS[case]
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run_script(script, *make_args(tiny_data, tiny_model, out), logs=tmp_path / "logs", fsize=3000)
+    message = one_error_line(result, script)
+    assert message.startswith(start.format(o=out) + " (File too large); free some space"), message
+    assert [p.name for p in out.rglob("*")] == []  # nothing half-written, no temporary
+    tally("disk-full runs stopped with one line, nothing half-written")
+
+
+@pytest.mark.parametrize(
+    "error, line",
+    [
+        (OSError(errno.ENOSPC, "No space left on device", "/out/m.json"), "/out/m.json: cannot write (No space left on device); free"),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), "cannot write (Disk quota exceeded); free some space and run again"),
+        (PermissionError(errno.EACCES, "Permission denied", "/out"), "/out: Permission denied; choose another path or change"),
+        (OSError(errno.EROFS, "Read-only file system", "/mnt/x"), "/mnt/x: Read-only file system; choose another path"),
+    ],
+)
+def test_run_cli_turns_a_full_disk_or_unwritable_path_met_anywhere_into_one_line(error, line, capsys):
+    def main(argv):
+        raise error
+
+    assert run_cli(main, []) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and f": error: {line}" in err, err
+
+
+@pytest.mark.parametrize("error", [OSError(errno.EIO, "Input/output error", "/x"), PermissionError(errno.EACCES, "Permission denied")])
+def test_run_cli_keeps_the_traceback_of_other_os_errors(error):
+    def main(argv):
+        raise error
+
+    with pytest.raises(OSError):  # a bug or a broken disk: the traceback is what helps
+        run_cli(main, [])
 
 
 def test_gen_refuses_a_read_only_split_folder_before_drawing(tmp_path):

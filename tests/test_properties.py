@@ -14,6 +14,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from script_runner import tally
 
 import captcha_gen
 from captcha_codec import LabelCodec, LabelError
@@ -62,6 +63,7 @@ def test_any_label_over_the_charset_round_trips(case):
     ((text, confidence),) = codec.decode(one_hot_logits(codec, indices))
     assert text == label and 0.99 < confidence <= 1.0
     assert codec.encode_batch([label, label]).shape == (2, s.length)
+    tally("labels round-tripped through the codec")
 
 
 @FAST
@@ -87,6 +89,7 @@ def test_a_character_outside_the_charset_is_refused_by_name(case, data):
     message = str(err.value)
     assert message.startswith(f"label {bad!r} has characters outside the charset: ")
     assert repr(stranger)[1:-1] in message and "\n" not in message
+    tally("labels outside the charset refused")
 
 
 @FAST
@@ -98,6 +101,7 @@ def test_a_label_of_the_wrong_length_is_refused_with_the_expected_length(case, d
     want = str(s.length) if s.min_length == s.length else f"{s.min_length}-{s.length}"
     with pytest.raises(LabelError, match=re.escape(f"label {bad!r} has {n} characters, expected {want}")):
         LabelCodec(s).encode(bad)
+    tally("labels of a wrong length refused")
 
 
 @FAST
@@ -122,6 +126,7 @@ def test_the_label_is_the_text_before_the_first_underscore(label, rest, ext):
     # LABEL_anything.ext: anything may hold more underscores, dots, spaces, any Unicode.
     assert label_from_name(f"{label}_{rest}{ext}") == label
     assert label_from_name(f"some dir/sub.d/{label}_{rest}{ext}") == label
+    tally("file names parsed", 2)
 
 
 @FAST
@@ -131,6 +136,7 @@ def test_a_plain_label_name_is_the_whole_stem(label, ext):
     assume(not label.startswith("."))  # '.AB.png' is a hidden file; see the next test
     assert label_from_name(f"{label}{ext}") == label
     assert is_image_name(f"{label}{ext}")
+    tally("file names parsed")
 
 
 @FAST
@@ -139,6 +145,7 @@ def test_white_space_ends_the_label_like_an_underscore(label, rest, ext):
     # Downloads add ' (2)' or ' copy' to a name; the label is what came before.
     for space in (" ", "\t", "\u3000"):
         assert label_from_name(f"{label}{space}{rest}{ext}") == label
+    tally("file names parsed", 3)
 
 
 @pytest.mark.parametrize(
@@ -159,6 +166,7 @@ def test_white_space_ends_the_label_like_an_underscore(label, rest, ext):
 )
 def test_odd_names_documented_in_the_readme(name, label):
     assert label_from_name(name) == label
+    tally("file names parsed")
 
 
 def test_hidden_files_are_never_read_as_images():
@@ -172,6 +180,7 @@ def test_generated_names_parse_back_to_their_label_and_id(label, index):
     name = f"{label}_{index:0{captcha_gen.id_width(index + 1)}d}.png"
     match = captcha_gen.NAME_RE.match(name)
     assert match and match["label"] == label_from_name(name) == label and int(match["id"]) == index
+    tally("file names parsed")
 
 
 @pytest.mark.parametrize("unsafe", list("_/.\\"))
@@ -200,6 +209,7 @@ def test_labels_files_round_trip(tmp_path_factory, labels, suffix):
     write_labels_file(path, labels)
     parsed = read_labels_file(path)
     assert parsed.labels == labels and parsed.header and not parsed.empty
+    tally("labels files round-tripped")
 
 
 def test_labels_file_names_lose_their_folders(tmp_path):

@@ -257,10 +257,32 @@ BAD_INPUTS = {
         lambda b: ("--model", b["model"], "--max-bytes", 0),
         "--max-bytes 0: must be at least 1",
     ),
-    "dataset: missing folder": ("captcha_dataset.py", lambda b: ("check", b["missing"]), "{missing}: "),
+    "dataset: missing folder": (
+        "captcha_dataset.py",
+        lambda b: ("check", b["missing"]),
+        "folder {missing}: folder not found; generate one with `python captcha_gen.py` or pass another folder",
+    ),
     "dataset: empty folder": ("captcha_dataset.py", lambda b: ("check", b["empty"]), "folder {empty}: no images found"),
     "dataset: bad length": ("captcha_dataset.py", lambda b: ("check", b["data"] / "test", "--length", "x"), "--length x: give a number or"),
     "dataset: no command": ("captcha_dataset.py", lambda b: (), "the following arguments are required"),
+    "dataset: split missing folder": ("captcha_dataset.py", lambda b: ("split", b["missing"]), "folder {missing}: folder not found; "),
+    "dataset: split empty folder": ("captcha_dataset.py", lambda b: ("split", b["empty"]), "folder {empty}: no images found; "),
+    "dataset: split share of 2": (
+        "captcha_dataset.py",
+        lambda b: ("split", b["data"] / "test", "--test", 2, "--link", "--out", b["out"] / "split"),
+        "--test 2.0: give a share between 0 and 1",
+    ),
+    "dataset: split out under a file": (
+        "captcha_dataset.py",
+        lambda b: ("split", b["data"] / "test", "--link", "--out", b["under_file"]),
+        "--out {under_file}: cannot write there",
+    ),
+    "predict: empty folder": ("captcha_predict.py", lambda b: ("--model", b["model"], b["empty"]), "{empty}: no images found"),
+    "server: zero max images": (
+        "captcha_server.py",
+        lambda b: ("--model", b["model"], "--max-images", 0),
+        "--max-images 0: must be at least 1",
+    ),
 }
 
 
