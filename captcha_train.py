@@ -27,6 +27,7 @@ import captcha_accel as accel
 import captcha_distributed as distributed
 import captcha_online as online
 import captcha_owndata as own
+import captcha_resume as resume
 import captcha_setting as cs
 from captcha_augment import augment_batch
 from captcha_checkpoint import model_from_checkpoint, read_checkpoint, save_checkpoint
@@ -200,15 +201,15 @@ def resume_state(args):
     return ckpt, path
 
 
-def start_or_resume(args, device):
+def start_or_resume(args, device, argv=None):
     if args.resume:
         ckpt, path = resume_state(args)
         model = model_from_checkpoint(ckpt, path, device)
         state = ckpt["train_state"]
         saved = state["args"]
-        for name in ("epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "seed"):
-            setattr(args, name, saved[name])
         distributed.restore_args(args, saved)
+        # The run's own flags and data come back; flags named again now win where they fit.
+        resume.restore_args(args, saved, resume.given_flags(build_parser(), argv), model.settings)
         print(f"resuming {path} after epoch {state['epoch']} of {args.epochs}")
         return model, state
     config = model_config_from_args(args)
@@ -246,12 +247,13 @@ def meta_for(args, epoch: int, result: EvalResult, best: float, elapsed: float, 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.start_dir = str(Path.cwd())  # a resumed run reads its relative paths from here
     if args.threads:
         torch.set_num_threads(args.threads)
     device = distributed.setup(choose_device(args.device))  # this rank's device under torchrun
     args.world_size = distributed.world_size()
     check_output(args.model)
-    model, state = start_or_resume(args, device)
+    model, state = start_or_resume(args, device, argv)
     # Room for model.pkl, last.pkl and one temporary copy, each weights + 2 AdamW moments (float32).
     check_free_space(run_dir(args.model), 3 * 3 * 4 * count_parameters(model), "--model")
     codec = model.codec
@@ -270,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     first, best, elapsed, history = 1, 0.0, 0.0, History(folder)
     if state:
+        resume.check_steps(state, steps, args.epochs, str(train.folder))
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from owndata_data import draw
 from PIL import Image
 
 import captcha_gen
@@ -16,6 +17,7 @@ import captcha_test
 import captcha_train
 from captcha_checkpoint import read_checkpoint
 from captcha_dataset import load_labelled
+from captcha_labels import write_labels_file
 from captcha_predict import load_model, predict
 
 EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+)  loss [\d.]+  val: ([\d,]+) captchas, [\d.]+% exact, [\d.]+% of characters  \d+ s", re.M)
@@ -108,15 +110,8 @@ def small_train(tiny_data, tmp_path) -> Path:
     return folder
 
 
-def test_resume_continues_from_the_next_epoch_as_if_never_stopped(small_train, tiny_data, tmp_path, monkeypatch, cli):
-    def train(model: Path, *extra):
-        flags = ("--train-dir", small_train, "--val-dir", tiny_data / "test", "--batch-size", "32", "--device", "cpu", "--threads", "1")
-        return cli(captcha_train.main, *flags, "--epochs", "3", "--model", model, *extra)
-
-    reference = tmp_path / "ref" / "model.pkl"
-    assert train(reference)[0] == 0
-
-    # Stop the run while it checks epoch 2, as Ctrl-C or a kill would.
+def interrupted_at_epoch_2(monkeypatch, run) -> None:
+    """run() (a captcha_train.py command), stopped while it checks epoch 2, as Ctrl-C or a kill would."""
     real_evaluate, calls = captcha_train.evaluate, []
 
     def evaluate_then_stop(*args, **kwargs):
@@ -125,13 +120,24 @@ def test_resume_continues_from_the_next_epoch_as_if_never_stopped(small_train, t
             raise KeyboardInterrupt
         return real_evaluate(*args, **kwargs)
 
-    monkeypatch.setattr(captcha_train, "evaluate", evaluate_then_stop)
+    with monkeypatch.context() as m:
+        m.setattr(captcha_train, "evaluate", evaluate_then_stop)
+        code, _, err = run()
+    assert code == 130 and "interrupted" in err, err
+
+
+def test_resume_continues_from_the_next_epoch_as_if_never_stopped(small_train, tiny_data, tmp_path, monkeypatch, cli):
+    def train(model: Path, *extra):
+        flags = ("--train-dir", small_train, "--val-dir", tiny_data / "test", "--batch-size", "32", "--device", "cpu", "--threads", "1")
+        return cli(captcha_train.main, *flags, "--epochs", "3", "--model", model, *extra)
+
+    reference = tmp_path / "ref" / "model.pkl"
+    assert train(reference)[0] == 0
+
     run = tmp_path / "run" / "model.pkl"
-    code, _, err = train(run)
-    assert code == 130 and "interrupted" in err
+    interrupted_at_epoch_2(monkeypatch, lambda: train(run))
     last = run.with_name("model_run") / "last.pkl"
     assert read_checkpoint(last)["meta"]["epoch"] == 1 and len(history(run)) == 1
-    monkeypatch.setattr(captcha_train, "evaluate", real_evaluate)
 
     code, out, _ = train(run, "--resume")
     assert code == 0
@@ -150,3 +156,81 @@ def test_resume_continues_from_the_next_epoch_as_if_never_stopped(small_train, t
     # model.pkl holds the best epoch of the whole run.
     best = max(rows, key=lambda r: float(r["val_accuracy"]))
     assert read_checkpoint(run)["meta"]["epoch"] == int(best["epoch"])
+
+
+# --- --resume brings the run's own flags and data back ---
+
+
+@pytest.fixture
+def listed(tmp_path) -> Path:
+    """48 small captchas named 0000.png ... in tmp_path/data, their labels only in data/labels.csv."""
+    folder = tmp_path / "data"
+    write_labels_file(folder / "labels.csv", draw(folder, 48, seed=5, name=lambda label, i: f"{i:04d}"))
+    return folder
+
+
+OWN_RUN = ("--train-dir", "data", "--labels", "data/labels.csv", "--val-split", "0.25", "--no-augment", "--label-smoothing", "0.05",
+           "--epochs", "3", "--batch-size", "12", "--target-acc", "1.01", "--device", "cpu", "--threads", "1")  # fmt: skip
+
+
+def test_bare_resume_continues_the_same_run_on_the_same_data(listed, tmp_path, monkeypatch, cli):
+    monkeypatch.chdir(tmp_path)  # relative paths, as a user types them
+    assert cli(captcha_train.main, *OWN_RUN, "--model", "ref/model.pkl")[0] == 0
+    interrupted_at_epoch_2(monkeypatch, lambda: cli(captcha_train.main, *OWN_RUN, "--model", "run/model.pkl"))
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # resumed from another folder: the run's paths still mean its data
+    run = tmp_path / "run" / "model.pkl"
+    code, out, err = cli(captcha_train.main, "--resume", "--model", run, "--threads", "1")
+    assert code == 0, err
+    assert f"resuming {run.with_name('model_run') / 'last.pkl'} after epoch 1 of 3" in out
+    assert f"validation: 12 images held out of {listed} (--val-split 0.25, seed 0)" in out
+    assert f"training on 36 images ({listed})" in out
+    assert [m[0] for m in EPOCH_LINE.findall(out)] == ["2", "3"]
+    for row, ref in zip(history(run), history(tmp_path / "ref" / "model.pkl"), strict=True):
+        assert row["lr"] == ref["lr"] and row["val_accuracy"] == ref["val_accuracy"]
+        assert float(row["train_loss"]) == pytest.approx(float(ref["train_loss"]), abs=1e-3)
+    resumed = read_checkpoint(run.with_name("model_run") / "last.pkl")
+    straight = read_checkpoint(tmp_path / "ref" / "model_run" / "last.pkl")
+    for key in ("labels", "val_split", "augment", "epochs"):
+        assert resumed["meta"][key] == straight["meta"][key], key
+    assert resumed["train_state"]["args"]["label_smoothing"] == 0.05
+
+
+def test_flags_given_on_resume_win_where_they_fit_and_are_refused_where_they_would_break_it(listed, tmp_path, monkeypatch, cli):
+    monkeypatch.chdir(tmp_path)
+    interrupted_at_epoch_2(monkeypatch, lambda: cli(captcha_train.main, *OWN_RUN, "--model", "run/model.pkl"))
+    before = Path("run/model_run/last.pkl").read_bytes()
+
+    def refused(*flags) -> str:
+        code, _, err = cli(captcha_train.main, "--resume", "--model", "run/model.pkl", *flags)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        return err.strip().split(": error: ", 1)[1]
+
+    assert refused("--epochs", "5") == (
+        "--epochs 5: the run being resumed uses 3, and its schedule and optimizer state are built for that; "
+        "resume without --epochs, or start a new run with another --model"
+    )
+    assert refused("--lr", "0.1").startswith("--lr 0.1: the run being resumed uses 0.003, ")
+    assert refused("--charset", "0123456789") == (
+        "--charset 0123456789: the run being resumed was trained with charset '123ABC'; "
+        "resume without --charset, or start a new run with another --model"
+    )
+    assert refused("--length", "6").startswith("--length 6: the run being resumed was trained with length 4; ")
+    assert refused("--val-split", "0.5") == (
+        f"--resume: {listed} now gives 2 steps per epoch, and the run being resumed was planned with 3; "
+        "resume it on the same data, or start a new run with another --model"
+    )
+    assert Path("run/model_run/last.pkl").read_bytes() == before  # nothing written by a refused resume
+
+    # The data moved: the new --train-dir wins; a value equal to the run's own is accepted.
+    shutil.move("data", "moved")
+    code, out, err = cli(
+        captcha_train.main, "--resume", "--model", "run/model.pkl", "--train-dir", "moved", "--labels", "moved/labels.csv",
+        "--epochs", "3", "--charset", "123ABC", "--threads", "1",
+    )  # fmt: skip
+    assert code == 0, err
+    assert "training on 36 images (moved)" in out and "validation: 12 images held out of moved" in out
+    assert [m[0] for m in EPOCH_LINE.findall(out)] == ["2", "3"]
+    assert read_checkpoint("run/model_run/last.pkl")["meta"]["labels"] == str((tmp_path / "moved" / "labels.csv").resolve())
