@@ -24,6 +24,7 @@ from captcha_util import DISK_FULL, UserError, atomic_path
 FORMAT = "captcha-toolkit/1"
 
 
+HALF_MAX = torch.finfo(torch.float16).max
 TENSOR_STATE = ("optimizer", "scheduler", "rng")  # train_state entries that hold tensors
 
 
@@ -37,13 +38,20 @@ def _refusal(err: Exception) -> str:
     return f"it asks to load {found[1]}" if found else "it holds more than plain data"
 
 
-def save_checkpoint(path, model: CaptchaCNN, meta: dict, train_state: dict | None = None) -> None:
-    """Write `path` in one step: the old file stays whole if anything fails midway."""
+def save_checkpoint(path, model: CaptchaCNN, meta: dict, train_state: dict | None = None, half: bool = False) -> None:
+    """Write `path` in one step: the old file stays whole if anything fails midway.
+
+    half=True stores the float weights as float16, half the bytes (the shipped model);
+    read_checkpoint turns them back into float32, so nothing else sees a difference.
+    """
+    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if half:  # a tensor beyond float16's range (65504) would turn to inf: it stays float32
+        weights = {k: v.half() if v.is_floating_point() and v.abs().max() <= HALF_MAX else v for k, v in weights.items()}
     payload = {
         "format": FORMAT,
         "settings": model.settings.to_dict(),
         "model_config": model.config.to_dict(),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": weights,
         "meta": plain(meta),
     }
     if train_state is not None:
@@ -103,6 +111,9 @@ def read_checkpoint(path, map_location="cpu") -> dict:
         raise UserError(f"--model {path}: unreadable or truncated ({type(err).__name__}); retrain it or restore a good copy") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"--model {path}: not a captcha-toolkit model file; use a model.pkl made by captcha_train.py")
+    weights = ckpt.get("state_dict")
+    if isinstance(weights, dict):  # float16 weights of a shipped model (save_checkpoint half=True) -> float32
+        ckpt["state_dict"] = {k: v.float() if isinstance(v, torch.Tensor) and v.dtype == torch.float16 else v for k, v in weights.items()}
     return ckpt
 
 

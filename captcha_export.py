@@ -3,7 +3,7 @@
     python captcha_export.py --model model.pkl --onnx model.onnx     # for onnxruntime, settings inside
     python captcha_export.py --model model.pkl --slim small.pkl      # weights only, no training state
     python captcha_export.py --model model.pkl --ship models/default.pkl \\
-        --command "python captcha_train.py ..." --test-dir dataset/test  # + models/default.json
+        --command "python captcha_train.py ..." --test-dir dataset/test  # float16 weights, + models/default.json
 
 Every file is written atomically: a failed export leaves the old file as it was.
 """
@@ -33,7 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx", default=None, metavar="OUT", help="write an ONNX model (batch size free, settings in its metadata)")
     p.add_argument("--opset", type=int, default=OPSET, help="ONNX opset of --onnx (default: %(default)s)")
     p.add_argument("--slim", default=None, metavar="OUT", help="write a copy with the weights only (no optimizer or resume state)")
-    p.add_argument("--ship", default=None, metavar="OUT", help="write the shipped default model: a weights-only copy plus OUT's .json")
+    p.add_argument(
+        "--ship",
+        default=None,
+        metavar="OUT",
+        help="write the shipped default model: a weights-only copy in float16 (half the size) plus OUT's .json",
+    )
     p.add_argument("--command", default=None, help="with --ship: the exact command that trained --model, recorded in the .json")
     p.add_argument("--data-note", default=None, help="with --ship: the data it was trained on (default: from the model's metadata)")
     p.add_argument("--test-dir", default=cs.TEST_DATASET_PATH, help="with --ship: labelled folder it is tested on (default: %(default)s)")
@@ -69,8 +74,8 @@ def ship(model, ckpt: dict, args) -> None:
     out, info = Path(args.ship), Path(args.ship).with_suffix(".json")
     meta = ckpt.get("meta", {})
     with atomic_path(out, ".pkl") as tmp:  # both files or neither: the .pkl moves in after the .json
-        save_checkpoint(tmp, model, meta)
-        recognizer = load_model(tmp, "cpu")  # measured as shipped: the weights-only file, on the CPU
+        save_checkpoint(tmp, model, meta, half=True)  # float16 on disk, half the bytes; loaded back as float32
+        recognizer = load_model(tmp, "cpu")  # measured as shipped: the float16 weights-only file, on the CPU
         result = evaluate(recognizer.model, test, recognizer.device)
         count, seed = captcha_default.CHECK_COUNT, captcha_default.CHECK_SEED
         check = captcha_default.generated_check(recognizer, count, seed)
@@ -78,6 +83,7 @@ def ship(model, ckpt: dict, args) -> None:
             "model": out.name,
             "bytes": Path(tmp).stat().st_size,
             "sha256": sha256(tmp),
+            "stored_as": "float16 (loaded as float32)",
             "command": args.command,
             "data": args.data_note or f"{meta.get('train_images', '?')} images from {meta.get('train_dir', '?')}",
             "training": {k: meta[k] for k in TRAINING_KEYS if k in meta},
@@ -89,7 +95,7 @@ def ship(model, ckpt: dict, args) -> None:
         }
         with atomic_path(info, ".json") as tmp_info:
             Path(tmp_info).write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {out} ({record['bytes'] / 1e6:.2f} MB, weights only) and {info}")
+    print(f"wrote {out} ({record['bytes'] / 1e6:.2f} MB, float16 weights only) and {info}")
     print(f"{result.summary()}; generated check {check:.2%} on {count} captchas")
 
 

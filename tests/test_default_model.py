@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 
+import numpy as np
 import pytest
+import torch
 
 import captcha_default
 import captcha_export
@@ -53,6 +55,22 @@ def test_ship_writes_a_weights_only_model_and_its_record(shipped, tiny_model):
     check = info["generated_check"]
     assert check["count"] == 40
     assert captcha_default.generated_check(load_model(shipped, "cpu"), 40, check["seed"]) == check["accuracy"]
+
+
+def test_shipped_float16_weights_take_half_the_bytes_and_read_captchas_the_same(shipped, tiny_model, tiny_data, tmp_path):
+    slim = tmp_path / "slim.pkl"  # the same weights in float32
+    assert captcha_export.main(["--model", str(tiny_model), "--slim", str(slim)]) == 0
+    assert shipped.stat().st_size < 0.55 * slim.stat().st_size
+    stored = torch.load(shipped, weights_only=True)["state_dict"]
+    floats = [k for k, v in stored.items() if v.is_floating_point()]
+    assert floats and {stored[k].dtype for k in floats} == {torch.float16}
+    assert {read_checkpoint(shipped)["state_dict"][k].dtype for k in floats} == {torch.float32}  # upcast on loading
+    full, half = load_model(slim, "cpu"), load_model(shipped, "cpu")
+    assert {p.dtype for p in half.model.parameters()} == {torch.float32}
+    files = sorted((tiny_data / "train").glob("*.png")) + sorted((tiny_data / "test").glob("*.png"))
+    arrays = np.stack([full.prepare(f) for f in files])  # 360 generated captchas
+    assert torch.allclose(full.logits(arrays), half.logits(arrays), atol=0.05)
+    assert [p.text for p in full.predict_arrays(arrays)] == [p.text for p in half.predict_arrays(arrays)]
 
 
 def test_predict_and_test_fall_back_to_the_shipped_model_and_say_so(shipped, tiny_data, tmp_path, monkeypatch, cli):
