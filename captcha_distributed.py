@@ -10,11 +10,14 @@ nothing here starts: every function falls back to the single-process answer, so 
 Every process reads its own shard of one seeded permutation per epoch; the model is
 evaluated by rank 0 alone, with the same evaluate() that captcha_test.py uses, and the
 result is sent to the others so that every rank takes the same decisions (best epoch,
---target-acc). Only rank 0 prints and writes files.
+--target-acc). Only rank 0 prints and writes files. Each rank draws its own random numbers
+(augmentation, dropout; --online captchas are seeded per image and each rank draws other
+images), while rank 0 draws exactly what a single process would.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import sys
@@ -135,12 +138,24 @@ def mean(value: float) -> float:
 
 
 def on_main(fn, *args, **kwargs):
-    """fn(*args) on rank 0 only; every rank gets its result (evaluation: identical to single-process)."""
+    """fn(*args) on rank 0 only; every rank gets its result, or raises the UserError that rank 0 raised.
+
+    Evaluation runs here (identical to single-process), and so does reading the checkpoint on
+    --resume: only rank 0's machine holds model.pkl and last.pkl when machines share no disk.
+    """
     if not active():
         return fn(*args, **kwargs)
-    box = [fn(*args, **kwargs) if is_main() else None]
+    box: list = [None]
+    if is_main():
+        try:
+            box = [(True, fn(*args, **kwargs))]
+        except UserError as err:  # still broadcast, or the other ranks would wait for ever
+            box = [(False, str(err))]
     dist.broadcast_object_list(box, src=0, device=_device())
-    return box[0]
+    ok, value = box[0]
+    if not ok:
+        raise UserError(value)
+    return value
 
 
 def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
@@ -155,6 +170,30 @@ def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
 
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=ids, output_device=ids[0] if ids else None)
+
+
+# --- Randomness: each rank draws its own; rank 0 draws what a single process would. ---
+
+RANK_STRIDE = 1_000_003  # a prime: seed + rank * stride never meets another rank's (seed, epoch, step) mix
+
+
+def rank_seed(seed: int, rank: int | None = None) -> int:
+    """`seed` on rank 0, a seed of its own on every other rank."""
+    return seed + (_rank.rank if rank is None else rank) * RANK_STRIDE
+
+
+def rank_randomness(args, epoch: int):
+    """Per-rank random streams for one epoch; returns the args that augmentation should read.
+
+    All ranks start from the same --seed (DDP needs the same initial weights), so without this
+    every rank would augment its batch and drop its features with the same random draws. Ranks
+    above 0 get their own --seed for augmentation and reseed torch's generator (dropout) from
+    (seed, rank, epoch), which --resume reproduces; rank 0 and a single process are untouched.
+    """
+    if _rank.rank == 0:
+        return args
+    torch.manual_seed((rank_seed(args.seed) * RANK_STRIDE + epoch) % 2**63)
+    return argparse.Namespace(**{**vars(args), "seed": rank_seed(args.seed)})
 
 
 # --- Shards: each rank trains on its own part of the epoch. ---

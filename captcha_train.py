@@ -160,6 +160,7 @@ def train_epoch(model, data: LabelledSet, targets: np.ndarray, optimizer, schedu
     engine = engine or accel.Engine.plain(model, device)
     model.train()
     steps, batch, batches = distributed.epoch_batches(data, targets, args, epoch)
+    drawn = distributed.rank_randomness(args, epoch)  # under torchrun each rank augments and drops out its own way
     bar = tqdm(
         total=steps * batch,
         desc=f"epoch {epoch}/{args.epochs}",
@@ -172,7 +173,7 @@ def train_epoch(model, data: LabelledSet, targets: np.ndarray, optimizer, schedu
     total = 0.0
     for step, (images, labels) in enumerate(batches):
         x, y = engine.to_device(images, labels)  # (B, 1, H, W) float, (B, length)
-        x = augment_batch(x, args, epoch, step)
+        x = augment_batch(x, drawn, epoch, step)
         total += train_step(model, x, y, optimizer, scheduler, args.label_smoothing, engine)
         bar.update(batch)
         if step % 20 == 0:
@@ -203,7 +204,7 @@ def resume_state(args):
 
 def start_or_resume(args, device, argv=None):
     if args.resume:
-        ckpt, path = resume_state(args)
+        ckpt, path = distributed.on_main(resume_state, args)  # rank 0's files, sent to every rank
         model = model_from_checkpoint(ckpt, path, device)
         state = ckpt["train_state"]
         saved = state["args"]

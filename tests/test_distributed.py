@@ -23,6 +23,7 @@ import captcha_distributed
 import captcha_predict
 import captcha_test
 import captcha_train
+from captcha_augment import augment_batch
 from captcha_util import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,3 +150,59 @@ def test_cpu_engine_is_the_plain_fp32_step():
     assert torch.equal(x[1, 0], torch.from_numpy(images[1]).float() / 255)
     with engine.autocast():
         assert not torch.is_autocast_enabled("cpu")
+
+
+@pytest.fixture
+def as_rank(monkeypatch):
+    """as_rank(r): make this process rank r of 2 for the rank-dependent code (no process group)."""
+    return lambda r: monkeypatch.setattr(captcha_distributed, "_rank", captcha_distributed.Rank(r, 2, r, 2))
+
+
+def test_rank_0_draws_like_one_process_and_rank_1_augments_and_drops_out_its_own_way(as_rank):
+    args = captcha_train.build_parser().parse_args(["--seed", "5", "--augment"])
+    x = torch.rand(4, 1, 32, 80)
+    as_rank(0)
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    assert captcha_distributed.rank_randomness(args, 3) is args  # rank 0: nothing reseeded, nothing changed
+    assert torch.equal(torch.get_rng_state(), before)
+    rank0 = (augment_batch(x, args, 3, 0), torch.rand(8))
+    as_rank(1)
+    drawn = captcha_distributed.rank_randomness(args, 3)
+    assert drawn.seed == 5 + captcha_distributed.RANK_STRIDE and args.seed == 5 and drawn.augment == args.augment
+    rank1 = (augment_batch(x, drawn, 3, 0), torch.rand(8))
+    assert not torch.equal(rank0[0], rank1[0]) and not torch.equal(rank0[1], rank1[1])
+    # Seeded by (seed, rank, epoch): a resumed run draws the same, the next epoch draws anew.
+    again = captcha_distributed.rank_randomness(args, 3)
+    assert torch.equal(augment_batch(x, again, 3, 0), rank1[0]) and torch.equal(torch.rand(8), rank1[1])
+    captcha_distributed.rank_randomness(args, 4)
+    assert not torch.equal(torch.rand(8), rank1[1])
+
+
+def test_on_main_runs_on_rank_0_and_sends_its_result_or_its_one_line_error(as_rank, monkeypatch):
+    sent = []
+
+    def broadcast(box, src, device):  # rank 0 sends its box; the other ranks receive what it sent last
+        assert src == 0 and device == torch.device("cpu")
+        if captcha_distributed.is_main():
+            sent.append(box[0])
+        else:
+            box[0] = sent[-1]
+
+    monkeypatch.setattr(captcha_distributed, "active", lambda: True)
+    monkeypatch.setattr(captcha_distributed, "_device", lambda: torch.device("cpu"))
+    monkeypatch.setattr(captcha_distributed.dist, "broadcast_object_list", broadcast)
+
+    def refuse():
+        raise UserError("--resume: nothing to resume at x; start without --resume")
+
+    as_rank(0)
+    assert captcha_distributed.on_main(lambda v: v * 2, 21) == 42
+    as_rank(1)
+    assert captcha_distributed.on_main(lambda: pytest.fail("only rank 0 runs it")) == 42
+    as_rank(0)
+    with pytest.raises(UserError, match=r"^--resume: nothing to resume at x; start without --resume$"):
+        captcha_distributed.on_main(refuse)
+    as_rank(1)  # the other ranks stop with the same line instead of waiting for ever
+    with pytest.raises(UserError, match=r"^--resume: nothing to resume at x; start without --resume$"):
+        captcha_distributed.on_main(refuse)
