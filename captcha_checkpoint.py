@@ -96,21 +96,21 @@ def _fault_point(tmp: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def read_checkpoint(path, map_location="cpu") -> dict:
-    """Load the dict from `path`, turning every way it can be unusable into a UserError."""
+def read_checkpoint(path, map_location="cpu", flag: str = "--model") -> dict:
+    """Load the dict from `path`, turning every way it can be unusable into a UserError naming `flag`."""
     path = Path(path)
     if not path.exists():
-        raise UserError(f"--model {path}: file not found; train one with `python captcha_train.py` or pass --model PATH")
+        raise UserError(f"{flag} {path}: file not found; train one with `python captcha_train.py` or pass {flag} PATH")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         if "GLOBAL" not in str(err):  # a broken byte stream, not a refused class
-            raise UserError(f"--model {path}: unreadable or truncated (not a pickle); retrain it or restore a good copy") from None
-        raise UserError(f"--model {path}: refused to load, {_refusal(err)}; use a model.pkl made by captcha_train.py") from None
+            raise UserError(f"{flag} {path}: unreadable or truncated (not a pickle); retrain it or restore a good copy") from None
+        raise UserError(f"{flag} {path}: refused to load, {_refusal(err)}; use a model.pkl made by captcha_train.py") from None
     except Exception as err:  # garbage bytes make the unpickler fail in many ways (KeyError, EOFError, ...)
-        raise UserError(f"--model {path}: unreadable or truncated ({type(err).__name__}); retrain it or restore a good copy") from None
+        raise UserError(f"{flag} {path}: unreadable or truncated ({type(err).__name__}); retrain it or restore a good copy") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise UserError(f"--model {path}: not a captcha-toolkit model file; use a model.pkl made by captcha_train.py")
+        raise UserError(f"{flag} {path}: not a captcha-toolkit model file; use a model.pkl made by captcha_train.py")
     weights = ckpt.get("state_dict")
     if isinstance(weights, dict):  # float16 weights of a shipped model (save_checkpoint half=True) -> float32
         ckpt["state_dict"] = {k: v.float() if isinstance(v, torch.Tensor) and v.dtype == torch.float16 else v for k, v in weights.items()}

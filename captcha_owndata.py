@@ -168,7 +168,7 @@ def init_from(args, model) -> None:
         return
     from captcha_checkpoint import read_checkpoint
 
-    src = read_checkpoint(args.init_from)["state_dict"]
+    src = read_checkpoint(args.init_from, flag="--init-from")["state_dict"]
     own = model.state_dict()
     fits = {k: v for k, v in src.items() if k.startswith("features.") and k in own and own[k].shape == v.shape}
     wanted = [k for k in own if k.startswith("features.")]

@@ -216,7 +216,10 @@ def start_or_resume(args, device, argv=None):
     config = model_config_from_args(args)
     settings = online.settings_for(args, config.stem) if args.online else own.infer_settings(args, config.stem)
     torch.manual_seed(args.seed)
-    model = build_model(settings, config)
+    try:
+        model = build_model(settings, config)
+    except (ValueError, TypeError, RuntimeError) as err:  # a --model-config that builds no network
+        raise UserError(f"--model-config {args.model_config}: {err}; see ModelConfig in captcha_cnn_model.py") from None
     own.init_from(args, model)
     return model, None
 

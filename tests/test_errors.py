@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from owndata_data import draw
 from torch import nn
 
 import captcha_gen
 import captcha_predict
+import captcha_server
 import captcha_test
 import captcha_train
 from captcha_checkpoint import read_checkpoint, save_checkpoint
@@ -191,18 +193,6 @@ def test_resume_with_nothing_to_resume(tiny_data, tmp_path, cli):
 # --- Flags ---
 
 
-@pytest.mark.parametrize("script", ["train", "test", "predict"])
-def test_device_cuda_without_cuda(tiny_model, tiny_data, tmp_path, script, monkeypatch, cli):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    if script == "train":
-        result = cli(captcha_train.main, "--device", "cuda", "--train-dir", tiny_data / "train", "--model", tmp_path / "m.pkl")
-    elif script == "test":
-        result = cli(captcha_test.main, "--device", "cuda", "--model", tiny_model)
-    else:
-        result = cli(captcha_predict.main, "--device", "cuda", "--model", tiny_model)
-    assert error_line(result) == "--device cuda: CUDA is not available on this machine; use --device cpu or auto"
-
-
 def test_unknown_device(tiny_model, cli):
     assert error_line(cli(captcha_test.main, "--device", "tpu", "--model", tiny_model)).startswith("--device tpu: unknown device")
 
@@ -222,3 +212,121 @@ def test_generator_output_that_cannot_be_written(tmp_path, cli):
     blocker = tmp_path / "file"
     blocker.write_text("a file where the folder should go")
     assert error_line(cli(captcha_gen.main, "--out", blocker, "--train", "1")).startswith(f"--out {blocker}: cannot write there")
+
+
+@pytest.mark.parametrize("device", ["cuda", "mps"])
+@pytest.mark.parametrize("script", [captcha_train, captcha_test, captcha_predict, captcha_server])
+def test_a_device_this_machine_lacks(tiny_model, tmp_path, script, device, monkeypatch, cli):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    args = ["--train-dir", tmp_path, "--model", tmp_path / "m.pkl"] if script is captcha_train else ["--model", tiny_model]
+    upper = device.upper()
+    assert error_line(cli(script.main, "--device", device, *args)) == (
+        f"--device {device}: {upper} is not available on this machine; use --device cpu or auto"
+    )
+    assert not (tmp_path / "m.pkl").exists()
+
+
+# --- --init-from: a model.pkl trained with other settings or another network ---
+
+
+@pytest.fixture
+def small_own(tmp_path) -> Path:
+    """40 captchas of another style than tiny_model's: 4 characters from ABC123, 64x32."""
+    draw(tmp_path / "own", 40, seed=6)
+    return tmp_path / "own"
+
+
+def test_init_from_a_model_with_other_settings_takes_only_its_convolution_layers(tiny_model, small_own, tmp_path, cli):
+    model = tmp_path / "m.pkl"
+    code, out, err = train(cli, "--train-dir", small_own, "--val-split", "0.25", "--init-from", tiny_model, "--model", model)
+    assert code == 0, err
+    assert f"convolution layers from {tiny_model} (" in out and "the output layer starts fresh" in out
+    ckpt, source = read_checkpoint(model), read_checkpoint(tiny_model)
+    assert ckpt["settings"]["charset"] == "123ABC" and source["settings"]["charset"] != "123ABC"
+
+
+def test_init_from_a_missing_model_or_another_network(tiny_model, small_own, tmp_path, cli):
+    own = ("--train-dir", small_own, "--val-split", "0.25", "--model", tmp_path / "m.pkl")
+    missing = tmp_path / "none.pkl"
+    assert error_line(train(cli, *own, "--init-from", missing)) == (
+        f"--init-from {missing}: file not found; train one with `python captcha_train.py` or pass --init-from PATH"
+    )
+    garbage = tmp_path / "garbage.pkl"
+    garbage.write_bytes(b"not a model")
+    assert error_line(train(cli, *own, "--init-from", garbage)).startswith(f"--init-from {garbage}: unreadable or truncated")
+    narrow = '{"channels": [16, 24, 32, 48, 64]}'
+    message = error_line(train(cli, *own, "--init-from", tiny_model, "--model-config", narrow))
+    assert re.fullmatch(
+        rf"--init-from {re.escape(str(tiny_model))}: its convolution layers do not fit this network "
+        r"\(\d+ of \d+ tensors match\); use a model with the same --model-config",
+        message,
+    )
+    assert not (tmp_path / "m.pkl").exists()
+
+
+def test_a_model_config_that_builds_no_network(small_own, tmp_path, cli):
+    own = ("--train-dir", small_own, "--val-split", "0.25", "--model", tmp_path / "m.pkl")
+    short = '{"channels": [16, 24]}'
+    assert error_line(train(cli, *own, "--model-config", short)) == (
+        f"--model-config {short}: ModelConfig.channels and strides must have the same length; see ModelConfig in captcha_cnn_model.py"
+    )
+    assert error_line(train(cli, *own, "--model-config", "[1, 2]")).startswith("--model-config: not a valid JSON object of ModelConfig")
+    assert not (tmp_path / "m.pkl").exists()
+
+
+# --- Labels files through the command line ---
+
+
+@pytest.fixture
+def listed(tiny_data, tmp_path) -> Path:
+    """tiny_data's 60 test images renamed 0000.png ... (labels no longer in the names)."""
+    folder = tmp_path / "listed"
+    folder.mkdir()
+    for i, path in enumerate(sorted((tiny_data / "test").glob("*.png"))):
+        shutil.copy(path, folder / f"{i:04d}.png")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("x.png,AB12\ny.png,CD34\n", "{path}: none of its 2 file names is an image in {folder} (first: x.png); "
+         "pass the folder that this labels file describes"),
+        ("0000.png,AB12\n0001.png,CD34\n0000.png,XY12\n", "{path} line 3: 0000.png is listed again with another label "
+         "('XY12' here, 'AB12' on line 1); keep one line per file"),
+        ("0000.png,\n0001.png,\n", "{path}: every label is empty; fill in the second column (filename,label)"),
+        ("0000.png;AB12\n", "{path} line 1: fields are separated by a semicolon; use a comma or a tab (filename,label)"),
+    ],
+    ids=["unknown-names", "duplicate-entry", "empty-labels", "other-delimiter"],
+)  # fmt: skip
+@pytest.mark.parametrize("flag", ["--labels", "--val-labels", "test --labels"])
+def test_a_bad_labels_file_stops_each_script_with_one_line(listed, tiny_data, tiny_model, tmp_path, text, expected, flag, cli):
+    path = tmp_path / "labels.csv"
+    path.write_text(text)
+    if flag == "--labels":
+        result = train(cli, "--train-dir", listed, "--labels", path, "--val-dir", tiny_data / "test", "--model", tmp_path / "m.pkl")
+    elif flag == "--val-labels":
+        model_flags = ("--charset", Settings().charset, "--length", "4", "--model", tmp_path / "m.pkl")
+        result = train(cli, "--train-dir", tiny_data / "train", "--val-dir", listed, "--val-labels", path, *model_flags)
+    else:
+        result = cli(captcha_test.main, "--model", tiny_model, "--data", listed, "--labels", path, "--device", "cpu")
+    where = "--val-labels" if flag == "--val-labels" else "--labels"
+    assert error_line(result) == f"{where} " + expected.format(path=path, folder=listed)
+    assert not (tmp_path / "m.pkl").exists()
+
+
+def test_what_a_labels_file_costs_is_counted_and_the_rest_is_used(listed, tiny_data, tmp_path, cli):
+    truth = sorted(p.name.split("_")[0] for p in (tiny_data / "test").glob("*.png"))
+    lines = [f"{i:04d}.png,{label}" for i, label in enumerate(truth)]
+    lines[5] = "0005.png,"  # an empty label
+    path = tmp_path / "labels.tsv"
+    path.write_text("filename\tlabel\n" + "\n".join(lines + [lines[0], "ghost.png,AB12"]).replace(",", "\t") + "\n")
+    model_flags = ("--charset", Settings().charset, "--length", "4", "--model", tmp_path / "m.pkl")
+    code, out, err = train(cli, "--train-dir", tiny_data / "train", "--val-dir", listed, "--val-labels", path, *model_flags)
+    assert code == 0, err
+    assert f"{path}: 1 file name(s) not found in {listed}, ignored (first: ghost.png)" in out
+    assert f"{path}: 1 entry(ies) with an empty label, skipped (first: 0005.png)" in out
+    assert f"{path}: 1 repeated line(s) ignored" in out
+    assert f"skipped 1 unusable file(s) in {listed}: 0005.png (no label)" in out
+    assert f"checking on 59 ({listed})" in out
