@@ -63,6 +63,22 @@ def affine_theta(n: int, height: int, width: int, cfg: AugmentConfig, gen: torch
     return theta
 
 
+def affine_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """F.affine_grid(theta, (B, 1, H, W), align_corners=False), built from two broadcast sums.
+
+    An affine map is separable: x' = a*x + (b*y + c). Two (B, 1, W) + (B, H, 1) sums cost a
+    fraction of F.affine_grid on the CPU (1 against 12 ms for a batch of 128 at 160x60).
+    """
+    xs = (torch.arange(width, device=theta.device, dtype=theta.dtype) * 2 + 1) / width - 1
+    ys = (torch.arange(height, device=theta.device, dtype=theta.dtype) * 2 + 1) / height - 1
+    grid = torch.empty(theta.shape[0], height, width, 2, device=theta.device, dtype=theta.dtype)
+    for k in range(2):  # k = 0: the x coordinate to sample, k = 1: the y coordinate
+        along_x = theta[:, k, 0, None, None] * xs.view(1, 1, width)  # (B, 1, W)
+        along_y = theta[:, k, 1, None, None] * ys.view(1, height, 1) + theta[:, k, 2, None, None]  # (B, H, 1)
+        torch.add(along_x, along_y, out=grid[..., k])
+    return grid
+
+
 def _blur3(x: torch.Tensor) -> torch.Tensor:
     """A separable [1, 2, 1] / 4 blur of (B, C, H, W), edges replicated (slices: far cheaper than a grouped conv)."""
     x = F.pad(x, (1, 1, 1, 1), mode="replicate")
@@ -70,25 +86,44 @@ def _blur3(x: torch.Tensor) -> torch.Tensor:
     return x[..., 1:-1] * 0.5 + (x[..., :-2] + x[..., 2:]) * 0.25
 
 
+def _interp_matrix(n_out: int, n_in: int, like: torch.Tensor) -> torch.Tensor:
+    """(n_out, n_in) weights of 1-D linear interpolation with align_corners=True."""
+    pos = torch.linspace(0, n_in - 1, n_out, device=like.device, dtype=like.dtype)
+    return torch.clamp(1 - (pos[:, None] - torch.arange(n_in, device=like.device, dtype=like.dtype)).abs(), min=0)
+
+
+def warp_field(field: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(B, 2, h, w) coarse offsets -> (B, H, W, 2), bilinearly upsampled.
+
+    Two small matrix products instead of F.interpolate plus a permuted add, which cost
+    about 20 ms of a batch of 128 on the CPU.
+    """
+    rows = _interp_matrix(height, field.shape[2], field)  # (H, h)
+    cols = _interp_matrix(width, field.shape[3], field)  # (W, w)
+    return torch.einsum("Hh,bchw,Ww->bHWc", rows, field, cols)
+
+
 def augment(x: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig | None = None) -> torch.Tensor:
     """x (B, C, H, W) floats in [0, 1] -> a new tensor of the same shape, augmented per image."""
     cfg = cfg or AugmentConfig()
     b, _, h, w = x.shape
-    grid = F.affine_grid(affine_theta(b, h, w, cfg, gen), [b, 1, h, w], align_corners=False)  # (B, H, W, 2)
+    grid = affine_grid(affine_theta(b, h, w, cfg, gen), h, w)  # (B, H, W, 2)
     if cfg.warp > 0:
         # A coarse random field, smoothly upsampled: local stretches like a captcha's own distortion.
         field = torch.randn(b, 2, 3, 8, generator=gen, device=gen.device) * (cfg.warp * 2)
-        grid = grid + F.interpolate(field, size=(h, w), mode="bilinear", align_corners=True).permute(0, 2, 3, 1)
+        grid.add_(warp_field(field, h, w))
     out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
     if cfg.blur > 0:
-        alpha = _uniform(b, 0, cfg.blur, gen).view(b, 1, 1, 1)
-        out = out + alpha * (_blur3(out) - out)
+        out = torch.lerp(out, _blur3(out), _uniform(b, 0, cfg.blur, gen).view(b, 1, 1, 1))
+    # Contrast c around 0.5 and brightness d in one pass: x * c + (0.5 - 0.5 * c + d).
     contrast = _uniform(b, 1 - cfg.contrast, 1 + cfg.contrast, gen).view(b, 1, 1, 1)
     bright = _uniform(b, -cfg.brightness, cfg.brightness, gen).view(b, 1, 1, 1)
-    out = (out - 0.5) * contrast + 0.5 + bright
+    out.mul_(contrast).add_(0.5 - 0.5 * contrast + bright)
     if cfg.noise > 0:
+        # Uniform noise of standard deviation std (half-width std * sqrt(3)): cheaper to draw than normal.
         std = _uniform(b, 0, cfg.noise, gen).view(b, 1, 1, 1)
-        out = out + std * torch.randn(out.shape, generator=gen, device=gen.device)
+        noise = torch.rand(out.shape, generator=gen, device=gen.device).sub_(0.5)
+        out.addcmul_(noise, std * math.sqrt(12))
     return out.clamp_(0, 1).to(x.dtype).contiguous(memory_format=torch.channels_last)
 
 
