@@ -251,17 +251,23 @@ def test_train_killed_during_an_epoch_resumes_from_the_last_complete_one(tiny_da
     assert_same_run(paths, train_reference)
 
 
-@pytest.mark.slow
-def test_train_killed_while_writing_last_pkl_keeps_the_previous_one(tiny_data, tmp_path, train_reference):
+def kill_while_saving(tiny_data, tmp_path, fault: str):
+    """Train with a CAPTCHA_FAULT hook that kill -9s the run mid-checkpoint; -> (paths, args, the half file)."""
     paths = run_paths(tmp_path / "model.pkl")
     args = train_args(tiny_data, paths.model)
-    # The hook cuts the second last.pkl (epoch 2) to half a file, then kill -9s the process.
-    killed = run_script("captcha_train.py", *args, logs=tmp_path / "logs", env={"CAPTCHA_FAULT": "kill-during-save:last.pkl:2"})
+    killed = run_script("captcha_train.py", *args, logs=tmp_path / "logs", env={"CAPTCHA_FAULT": fault})
     assert killed.code == -9
     tally("captcha_train.py runs killed while writing a checkpoint")
     (half,) = temporaries(paths.model)
-    assert half.parent == paths.last.parent and half.stat().st_size < paths.last.stat().st_size
     tally("half-written temporaries left by the kill (removed by the rerun)")
+    return paths, args, half
+
+
+@pytest.mark.slow
+def test_train_killed_while_writing_last_pkl_keeps_the_previous_one(tiny_data, tmp_path, train_reference):
+    # The hook cuts the second last.pkl (epoch 2) to half a file, then kill -9s the process.
+    paths, args, half = kill_while_saving(tiny_data, tmp_path, "kill-during-save:last.pkl:2")
+    assert half.parent == paths.last.parent and half.stat().st_size < paths.last.stat().st_size
     with pytest.raises(Exception):  # noqa: B017 - whatever torch says, the half file does not load
         torch.load(half, map_location="cpu", weights_only=True)
     assert load_safely(paths.last)["train_state"]["epoch"] == 1  # the complete epoch 1, untouched
@@ -276,14 +282,8 @@ def test_train_killed_while_writing_last_pkl_keeps_the_previous_one(tiny_data, t
 
 @pytest.mark.slow
 def test_train_killed_while_writing_the_first_model_pkl_loses_only_that_epoch(tiny_data, tmp_path, train_reference):
-    paths = run_paths(tmp_path / "model.pkl")
-    args = train_args(tiny_data, paths.model)
-    killed = run_script("captcha_train.py", *args, logs=tmp_path / "logs", env={"CAPTCHA_FAULT": "kill-during-save:model.pkl:1"})
-    assert killed.code == -9
-    tally("captcha_train.py runs killed while writing a checkpoint")
-    (half,) = temporaries(paths.model)
+    paths, args, half = kill_while_saving(tiny_data, tmp_path, "kill-during-save:model.pkl:1")
     assert half.parent == paths.model.parent
-    tally("half-written temporaries left by the kill (removed by the rerun)")
     assert not paths.model.exists() and not paths.last.exists()  # no corrupt model under the real name
     nothing = run_script("captcha_train.py", *args, "--resume", logs=tmp_path / "logs")
     assert one_error_line(nothing, "captcha_train.py").startswith(f"--resume: nothing to resume at {paths.last} or {paths.model}; ")
