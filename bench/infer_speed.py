@@ -2,7 +2,8 @@
 
     flock /tmp/bench.lock python bench/infer_speed.py [--model model.pkl]
 
-Prints one JSON line with torch_latency_ms, torch_img_per_s, onnx_latency_ms, onnx_img_per_s.
+Prints one JSON line with torch_latency_ms, torch_img_per_s, onnx_latency_ms, onnx_img_per_s,
+and onnx_int8_latency_ms, onnx_int8_img_per_s for the int8 twin (captcha_export.py --int8).
 
 What is timed, through the public API (captcha_predict.load_model) of each runtime:
 - latency: the median over --calls calls of `model.predict(image)`, `image` being a decoded
@@ -12,8 +13,8 @@ What is timed, through the public API (captcha_predict.load_model) of each runti
 - throughput: images/s of `model.predict_arrays(batch)` on --batch images already prepared as
   (N, H, W) uint8 (what load_image returns, or the packed cache holds), for --seconds: the
   float tensor, the forward pass and decoding.
-The model is --model (default model.pkl, else the shipped models/default.pkl); its ONNX twin is
-exported to a temporary folder unless --onnx is given.
+The model is --model (default model.pkl, else the shipped models/default.pkl); its ONNX and
+int8 ONNX twins are exported to a temporary folder unless --onnx / --onnx-int8 are given.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from captcha_default import resolve_model
 from captcha_gen import CaptchaFactory, SeededSecrets
 from captcha_onnx import export_onnx
 from captcha_predict import load_model
+from captcha_quant import calibration_images, quantize_onnx
 from captcha_util import run_cli
 
 
@@ -41,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Time single-image latency and batched throughput of PyTorch and ONNX inference.")
     p.add_argument("--model", default=cs.MODEL_PATH, help="model.pkl to time (default: %(default)s, else models/default.pkl)")
     p.add_argument("--onnx", default=None, help="its exported .onnx (default: export one to a temporary folder)")
+    p.add_argument("--onnx-int8", default=None, help="its int8 export (default: quantize one to a temporary folder)")
     p.add_argument("--calls", type=int, default=2000, help="single-image calls per runtime; the median is reported (default: %(default)s)")
     p.add_argument("--batch", type=int, default=256, help="images per batched call (default: %(default)s)")
     p.add_argument("--seconds", type=float, default=10.0, help="time spent on batched calls per runtime (default: %(default)s)")
@@ -83,7 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         if onnx_path is None:
             onnx_path = Path(tmp) / "model.onnx"
             export_onnx(*load_checkpoint(path, "cpu"), onnx_path)
-        runtimes = {"torch": load_model(path, "cpu"), "onnx": load_model(onnx_path, "cpu")}
+        int8_path = args.onnx_int8
+        if int8_path is None:
+            int8_path = Path(tmp) / "int8.onnx"
+            model, ckpt = load_checkpoint(path, "cpu")
+            quantize_onnx(model, ckpt, onnx_path, int8_path, calibration_images(model))
+        runtimes = {"torch": load_model(path, "cpu"), "onnx": load_model(onnx_path, "cpu"), "onnx_int8": load_model(int8_path, "cpu")}
         settings = runtimes["torch"].settings
         images = captchas(settings, args.images)
         prepared = np.stack([runtimes["torch"].prepare(img) for img in images])

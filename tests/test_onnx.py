@@ -130,6 +130,8 @@ def test_onnx_files_that_are_not_ours_get_one_line(tmp_path, cli):
     [
         ([], "nothing to do: give --onnx OUT, --slim OUT or --ship OUT"),
         (["--onnx", "m.onnx", "--opset", "5"], "--opset 5: the exporter writes opsets 9 to 20; use 17 unless a runtime needs another"),
+        (["--slim", "s.pkl", "--int8"], "--int8 and --calibration quantize an ONNX export: add --onnx OUT"),
+        (["--onnx", "m.onnx", "--int8", "--calibration", "no/dir"], "--calibration no/dir: not a folder; give a folder of captcha images"),
     ],
 )
 def test_export_flag_errors(args, message, tiny_model, cli):
@@ -143,6 +145,34 @@ def test_infer_speed_bench_prints_its_json_line(tiny_model):
     assert proc.returncode == 0, proc.stderr[-2000:]
     (line,) = proc.stdout.splitlines()
     record = json.loads(line)
-    for key in ("torch_latency_ms", "torch_img_per_s", "onnx_latency_ms", "onnx_img_per_s"):
+    for key in ("torch_latency_ms", "torch_img_per_s", "onnx_latency_ms", "onnx_img_per_s", "onnx_int8_latency_ms", "onnx_int8_img_per_s"):
         assert record[key] > 0, key
     assert record["batch"] == 8 and record["model"] == str(tiny_model)
+
+
+def test_int8_export_of_the_shipped_model_reads_like_the_float_one(tmp_path, cli):
+    out = tmp_path / "int8.onnx"
+    code, printed, _ = cli(captcha_export.main, "--model", ROOT / "models" / "default.pkl", "--onnx", out, "--int8")
+    assert code == 0 and printed.startswith(f"wrote {out} (") and "int8" in printed and "(512 generated captchas)" in printed
+    assert [p.name for p in tmp_path.iterdir()] == ["int8.onnx"]  # no float export or temporary left beside it
+    int8 = captcha_predict.load_model(out, "cpu")
+    assert int8.metadata["precision"] == "int8" and json.loads(int8.metadata["settings"])["length"] == 4
+    floats = captcha_predict.load_model(ROOT / "models" / "default.pkl", "cpu")
+    arrays = generated_arrays(floats.settings, 200, seed=5)
+    want = [p.text for p in floats.predict_arrays(arrays)]
+    got = [p.text for p in int8.predict_arrays(arrays)]
+    # Quantization may flip a near-tie; more than a few in 200 would mean broken ranges (as full
+    # 8-bit weights gave on AVX2: 0.25% accuracy).
+    assert sum(g == w for g, w in zip(got, want, strict=True)) >= 194
+
+
+def test_int8_calibrates_on_a_folder_of_the_users_captchas(tiny_model, tiny_data, tmp_path, cli):
+    out = tmp_path / "tiny8.onnx"
+    folder = tiny_data / "test"
+    code, printed, _ = cli(captcha_export.main, "--model", tiny_model, "--onnx", out, "--int8", "--calibration", folder)
+    assert code == 0 and printed.rstrip().endswith(f"calibration images ({folder})")
+    assert len(captcha_predict.load_model(out, "cpu").predict_batch(sorted(folder.glob("*.png"))[:3])) == 3
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = cli(captcha_export.main, "--model", tiny_model, "--onnx", out, "--int8", "--calibration", empty)
+    assert code == 2 and err.endswith(f"--calibration {empty}: no images there; point it at a folder of your captchas\n")
