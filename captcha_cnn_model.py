@@ -30,8 +30,14 @@ class ModelConfig:
     # map is small and cheap; the study in docs/BENCHMARKS.md chose it.
     channels: tuple[int, ...] = (32, 64, 128, 128, 192)
     strides: tuple[int, ...] = (2, 2, 1, 2, 1)
-    hidden: int = 0  # width of a hidden linear layer before the output, 0 for none
-    dropout: float = 0.1  # on the flattened features only, never on conv maps
+    # "attention": each character position pools the columns of the last map with its own
+    # attention and one classifier, shared by all positions, reads the pooled vector.
+    # "flat": one linear layer over the whole flattened map (the classic design; it must learn
+    # every character at every place separately, and memorises far more).
+    head: str = "attention"
+    head_dim: int = 256  # attention head: width of each column's vector
+    hidden: int = 0  # flat head: width of a hidden linear layer before the output, 0 for none
+    dropout: float = 0.1  # on the head's inputs only, never on conv maps
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -40,7 +46,33 @@ class ModelConfig:
     def from_dict(cls, data: dict) -> ModelConfig:
         known = {f.name for f in fields(cls)}
         clean = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        clean.setdefault("head", "flat")  # models saved before the attention head had the flat one
         return cls(**clean)
+
+
+class AttentionHead(nn.Module):
+    """(N, C, H, W) features -> (N, length * num_classes) logits.
+
+    Each of the W columns becomes a `dim` vector (a 1x1 conv over its C*H values). Each character
+    position scores every column (a 3-wide conv over the column vectors, plus a learned bias per
+    position and column, so the order of the characters is known), softmaxes the scores over the
+    columns and takes the weighted mean of the column vectors. One linear classifier, shared by
+    all positions, reads each mean: a character is recognised the same way wherever it stands.
+    """
+
+    def __init__(self, channels: int, height: int, width: int, length: int, num_classes: int, dim: int, dropout: float):
+        super().__init__()
+        self.columns = nn.Sequential(nn.Conv1d(channels * height, dim, 1, bias=False), nn.BatchNorm1d(dim), nn.ReLU(inplace=True))
+        self.scores = nn.Conv1d(dim, length, 3, padding=1)
+        self.position = nn.Parameter(torch.zeros(length, width))
+        self.dropout = nn.Dropout(dropout)
+        self.classify = nn.Linear(dim, num_classes)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        columns = self.columns(features.flatten(1, 2))  # (N, C*H, W) -> (N, dim, W)
+        weights = torch.softmax(self.scores(columns) + self.position, dim=-1)  # (N, length, W)
+        pooled = torch.bmm(weights, columns.transpose(1, 2))  # (N, length, dim)
+        return self.classify(self.dropout(pooled)).flatten(1)  # (N, length * num_classes)
 
 
 def conv_block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
@@ -71,6 +103,11 @@ class CaptchaCNN(nn.Module):
             c_in = c_out
         self.features = nn.Sequential(*blocks)
         h, w = self.feature_size(settings.height, settings.width)
+        if config.head == "attention":
+            self.head = AttentionHead(c_in, h, w, settings.length, self.codec.num_classes, config.head_dim, config.dropout)
+            return
+        if config.head != "flat":
+            raise ValueError(f"ModelConfig.head must be 'attention' or 'flat', not {config.head!r}")
         flat = c_in * h * w
         head: list[nn.Module] = [nn.Flatten(), nn.Dropout(config.dropout)]
         if config.hidden:

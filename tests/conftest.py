@@ -54,8 +54,7 @@ def tiny_model(tiny_data, tmp_path_factory) -> Path:
 
 # Known open defects: these tests run and report, but do not fail the suite until fixed.
 # Each names the issue it keeps open; remove the entry with the fix.
-KNOWN_FAILURES = {
-}
+KNOWN_FAILURES = {}
 
 
 def pytest_collection_modifyitems(items):

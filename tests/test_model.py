@@ -23,8 +23,9 @@ from captcha_setting import Settings
     ],
     ids=["default", "digits6", "ab1-64x32", "real-200x50", "letters8-256x64", "variable-96x32"],
 )
-def test_output_is_one_block_of_logits_per_position(settings, classes):
-    model = build_model(settings).eval()
+@pytest.mark.parametrize("head", ["attention", "flat"])
+def test_output_is_one_block_of_logits_per_position(settings, classes, head):
+    model = build_model(settings, ModelConfig(head=head)).eval()
     assert model.codec.num_classes == classes
     with torch.inference_mode():
         logits = model(torch.rand(3, 1, settings.height, settings.width))
@@ -72,3 +73,33 @@ def test_model_pkl_round_trip_keeps_settings_config_and_outputs(tmp_path):
     x = torch.rand(2, 1, 32, 96)
     with torch.inference_mode():
         assert torch.equal(model(x), loaded(x))
+
+
+def test_models_saved_before_the_attention_head_are_rebuilt_with_the_flat_one():
+    old = {k: v for k, v in ModelConfig().to_dict().items() if k not in ("head", "head_dim")}  # as older model.pkl files hold it
+    config = ModelConfig.from_dict(old)
+    assert config.head == "flat" and ModelConfig().head == "attention"
+    model = build_model(Settings(), config)
+    assert isinstance(model.head[-1], nn.Linear) and model.head[-1].in_features == 192 * 4 * 10  # the whole 4x10 map
+
+
+def test_an_unknown_head_is_refused():
+    with pytest.raises(ValueError, match="ModelConfig.head must be 'attention' or 'flat', not 'rnn'"):
+        build_model(Settings(), ModelConfig(head="rnn"))
+
+
+def test_the_attention_head_reads_every_position_with_one_shared_classifier():
+    model = build_model(Settings()).eval()
+    head = model.head
+    # One classifier of (classes, dim) for all 4 positions, not one (4 * classes, map) layer.
+    assert head.classify.weight.shape == (36, ModelConfig().head_dim)
+    features = torch.rand(2, 192, 4, 10)
+    with torch.inference_mode():
+        columns = head.columns(features.flatten(1, 2))
+        weights = torch.softmax(head.scores(columns) + head.position, dim=-1)
+        assert weights.shape == (2, 4, 10) and torch.allclose(weights.sum(-1), torch.ones(2, 4))
+        # Swapping two positions' attention swaps their logits: the reading does not depend on the position.
+        pooled = torch.bmm(weights[:, [1, 0, 2, 3]], columns.transpose(1, 2))
+        swapped = head.classify(pooled).view(2, 4, 36)
+        plain = head(features).view(2, 4, 36)
+    assert torch.allclose(swapped[:, 0], plain[:, 1], atol=1e-5) and torch.allclose(swapped[:, 1], plain[:, 0], atol=1e-5)
