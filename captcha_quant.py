@@ -71,6 +71,7 @@ def quantize_onnx(model, ckpt: dict, float_path, out, calibration: np.ndarray) -
     with atomic_path(out, ".onnx") as tmp:
         pre = Path(tmp).with_suffix(".pre.onnx")
         # The quantizer logs a warning for each shape tensor (Flatten's) it rightly leaves in float.
+        before = logging.root.manager.disable  # restored after, whatever the caller had set
         logging.disable(logging.WARNING)
         try:
             q.quant_pre_process(str(float_path), str(pre))  # shape inference and graph clean-up first
@@ -85,7 +86,7 @@ def quantize_onnx(model, ckpt: dict, float_path, out, calibration: np.ndarray) -
                 weight_type=q.QuantType.QInt8,
             )
         finally:
-            logging.disable(logging.NOTSET)
+            logging.disable(before)
             pre.unlink(missing_ok=True)
         proto = onnx.load(tmp)
         del proto.metadata_props[:]  # the quantizer keeps none we need; write ours again

@@ -83,13 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     path = resolve_model(args.model)
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = args.onnx
+        model, ckpt = load_checkpoint(path, "cpu")  # read once for both exports
         if onnx_path is None:
             onnx_path = Path(tmp) / "model.onnx"
-            export_onnx(*load_checkpoint(path, "cpu"), onnx_path)
+            export_onnx(model, ckpt, onnx_path)
         int8_path = args.onnx_int8
         if int8_path is None:
             int8_path = Path(tmp) / "int8.onnx"
-            model, ckpt = load_checkpoint(path, "cpu")
             quantize_onnx(model, ckpt, onnx_path, int8_path, calibration_images(model))
         runtimes = {"torch": load_model(path, "cpu"), "onnx": load_model(onnx_path, "cpu"), "onnx_int8": load_model(int8_path, "cpu")}
         settings = runtimes["torch"].settings
