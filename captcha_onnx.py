@@ -150,6 +150,11 @@ def open_session(path, device: str = "auto", threads: int = 0):
     return session, props
 
 
+def onnx_input(arrays: np.ndarray) -> np.ndarray:
+    """(N, H, W) uint8 -> the (N, 1, H, W) float32 in [0, 1] an exported model takes, as to_tensor."""
+    return np.ascontiguousarray(arrays[:, None], dtype=np.float32) / np.float32(255)
+
+
 class OnnxRecognizer(Recognizer):
     """Same API and results as the PyTorch Recognizer; only the logits come from onnxruntime."""
 
@@ -163,8 +168,7 @@ class OnnxRecognizer(Recognizer):
         """(N, H, W) uint8 -> (N, length * num_classes) logits as a CPU tensor."""
         import torch
 
-        x = np.ascontiguousarray(arrays[:, None], dtype=np.float32) / np.float32(255)  # (N, 1, H, W), as to_tensor
-        return torch.from_numpy(self.session.run([OUTPUT], {INPUT: x})[0])
+        return torch.from_numpy(self.session.run([OUTPUT], {INPUT: onnx_input(arrays)})[0])
 
 
 def load_onnx(path, device: str = "auto", threads: int = 0) -> OnnxRecognizer:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from captcha_onnx import INPUT, metadata, require
+from captcha_onnx import INPUT, load_onnx, metadata, onnx_input, require
 from captcha_util import UserError, atomic_path
 
 CALIBRATION_COUNT = 512  # images whose activations set the int8 ranges
@@ -27,7 +27,7 @@ CALIBRATION_BATCH = 64
 
 
 def calibration_images(model, folder=None, count: int = CALIBRATION_COUNT, seed: int = 7) -> np.ndarray:
-    """(N, 1, H, W) float32 in [0, 1]: up to `count` images of `folder`, else generated captchas."""
+    """(N, H, W) uint8, as load_image gives them: up to `count` images of `folder`, else generated captchas."""
     from captcha_dataset import ImageError, list_images, load_image
 
     s = model.settings
@@ -45,16 +45,17 @@ def calibration_images(model, folder=None, count: int = CALIBRATION_COUNT, seed:
 
         factory = CaptchaFactory(s)
         arrays = [load_image(factory.make_seeded(seed, "calibration", i)[1], s.width, s.height) for i in range(count)]
-    return np.stack(arrays)[:, None].astype(np.float32) / np.float32(255)
+    return np.stack(arrays)
 
 
 def quantize_onnx(model, ckpt: dict, float_path, out, calibration: np.ndarray) -> float:
     """Write the int8 twin of the float ONNX file `float_path` to `out` (atomic).
 
-    Returns the share of calibration images whose predicted text matches the float model's.
+    `calibration` is (N, H, W) uint8 (calibration_images). Returns the share of those images
+    whose predicted text matches the float model's.
     """
     onnx = require("onnx", f"--int8 {out}")
-    ort = require("onnxruntime", f"--int8 {out}")
+    require("onnxruntime", f"--int8 {out}")  # the quantizer and the agreement check run on it
     from onnxruntime import quantization as q
 
     class Reader(q.CalibrationDataReader):
@@ -65,7 +66,7 @@ def quantize_onnx(model, ckpt: dict, float_path, out, calibration: np.ndarray) -
 
         def get_next(self):
             batch = next(self.batches, None)
-            return None if batch is None else {INPUT: batch}
+            return None if batch is None else {INPUT: onnx_input(batch)}
 
     reader = Reader()
     with atomic_path(out, ".onnx") as tmp:
@@ -94,16 +95,6 @@ def quantize_onnx(model, ckpt: dict, float_path, out, calibration: np.ndarray) -
             prop = proto.metadata_props.add()
             prop.key, prop.value = key, value
         onnx.save(proto, tmp)
-        agreement = _agreement(ort, model, float_path, tmp, calibration)
-    return agreement
-
-
-def _agreement(ort, model, float_path, int8_path, x: np.ndarray) -> float:
-    """Share of images whose argmax text is the same under the float and the int8 file."""
-    k, length = model.codec.num_classes, model.settings.length
-    texts = []
-    for path in (float_path, int8_path):
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        logits = np.concatenate([session.run(None, {INPUT: b})[0] for b in np.array_split(x, max(len(x) // 128, 1))])
-        texts.append(logits.reshape(len(x), length, k).argmax(-1))
-    return float((texts[0] == texts[1]).all(1).mean())
+        # Both files read through the same Recognizer that captcha_predict.py uses for them.
+        floats, int8 = (load_onnx(path, "cpu").predict_arrays(calibration) for path in (float_path, tmp))
+    return float(np.mean([a.text == b.text for a, b in zip(floats, int8, strict=True)]))
