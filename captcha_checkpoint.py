@@ -25,7 +25,7 @@ FORMAT = "captcha-toolkit/1"
 
 
 HALF_MAX = torch.finfo(torch.float16).max
-TENSOR_STATE = ("optimizer", "scheduler", "rng")  # train_state entries that hold tensors
+TENSOR_STATE = ("optimizer", "scheduler", "rng", "ema")  # train_state entries that hold tensors
 
 
 def plain(value):

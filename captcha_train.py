@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 import captcha_accel as accel
 import captcha_distributed as distributed
+import captcha_ema as ema_
 import captcha_online as online
 import captcha_owndata as own
 import captcha_resume as resume
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_args(p)
     own.add_train_args(p)
     online.add_args(p)
+    ema_.add_args(p)
     accel.add_args(p)
     return p
 
@@ -155,7 +157,9 @@ def train_step(model, x, y, optimizer, scheduler, label_smoothing: float, engine
     return loss.item()
 
 
-def train_epoch(model, data: LabelledSet, targets: np.ndarray, optimizer, scheduler, args, epoch: int, device, engine=None) -> float:
+def train_epoch(
+    model, data: LabelledSet, targets: np.ndarray, optimizer, scheduler, args, epoch: int, device, engine=None, ema=None
+) -> float:
     """One pass in a seeded order (this rank's shard of it, or fresh --online captchas); full batches only."""
     engine = engine or accel.Engine.plain(model, device)
     model.train()
@@ -175,6 +179,8 @@ def train_epoch(model, data: LabelledSet, targets: np.ndarray, optimizer, schedu
         x, y = engine.to_device(images, labels)  # (B, 1, H, W) float, (B, length)
         x = augment_batch(x, drawn, epoch, step)
         total += train_step(model, x, y, optimizer, scheduler, args.label_smoothing, engine)
+        if ema:
+            ema.update()
         bar.update(batch)
         if step % 20 == 0:
             bar.set_postfix(loss=f"{total / (step + 1):.4f}")
@@ -272,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     model = model.to(device).to(memory_format=torch.channels_last)
     engine = accel.make_engine(distributed.wrap(model, device), device, args)
     optimizer, scheduler = make_optimizer(model, args, steps * args.epochs)
+    average = make_average(model, args, state)
     folder = run_dir(args.model)
     folder.mkdir(parents=True, exist_ok=True)
     first, best, elapsed, history = 1, 0.0, 0.0, History(folder)
@@ -286,16 +293,32 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model: {count_parameters(model):,} parameters, {model.settings.describe()}, device {device}, {torch.get_num_threads()} threads")
     if args.world_size > 1 or engine.precision != "fp32" or args.compile:
         print(f"{args.world_size} process(es), global batch {args.batch_size * args.world_size}, {engine.describe()}")
-    return fit(model, train, val, targets, optimizer, scheduler, args, device, first, best, elapsed, history, engine)
+    return fit(model, train, val, targets, optimizer, scheduler, args, device, first, best, elapsed, history, engine, average)
 
 
-def fit(model, train, val, targets, optimizer, scheduler, args, device, first, best, elapsed, history, engine=None) -> int:
+def make_average(model, args, state) -> ema_.WeightAverage | None:
+    """--ema's moving average of the weights (None when off), restored on --resume."""
+    if not args.ema:
+        return None
+    try:
+        average = ema_.WeightAverage(model, args.ema)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    if state and state.get("ema"):
+        average.load_state_dict(state["ema"])
+    return average
+
+
+def fit(model, train, val, targets, optimizer, scheduler, args, device, first, best, elapsed, history, engine=None, ema=None) -> int:
+    """The epochs; with --ema the average is what is checked and saved as the best model."""
     folder = run_dir(args.model)
     best_epoch, last = history_best(history), None
     for epoch in range(first, args.epochs + 1):
         start = time.perf_counter()
-        loss = distributed.mean(train_epoch(model, train, targets, optimizer, scheduler, args, epoch, device, engine))
-        last = distributed.on_main(evaluate, model, val, device)  # rank 0 evaluates; every rank gets the result
+        loss = distributed.mean(train_epoch(model, train, targets, optimizer, scheduler, args, epoch, device, engine, ema))
+        checked = ema.model if ema else model
+        last = distributed.on_main(evaluate, checked, val, device)  # rank 0 evaluates; every rank gets the result
+        raw = f"  (raw weights {distributed.on_main(evaluate, model, val, device).accuracy:.2%})" if ema else ""
         took = time.perf_counter() - start
         elapsed += took
         lr = optimizer.param_groups[0]["lr"]
@@ -323,16 +346,17 @@ def fit(model, train, val, targets, optimizer, scheduler, args, device, first, b
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "rng": torch.get_rng_state(),
+            "ema": ema.state_dict() if ema else None,
         }
         meta = meta_for(args, epoch, last, best, elapsed, len(train))
         # model.pkl before last.pkl: a crash between the two then redoes this epoch on --resume
         # instead of resuming past a best model that never reached model.pkl.
         if improved and distributed.is_main():
-            save_checkpoint(args.model, model, meta, state)
+            save_checkpoint(args.model, checked, meta, state)
         if distributed.is_main():
             save_checkpoint(folder / "last.pkl", model, meta, state)
         mark = f"  -> saved {args.model}" if improved else ""
-        print(f"epoch {epoch}/{args.epochs}  loss {loss:.4f}  {last.summary('val')}  {took:.0f} s{mark}", flush=True)
+        print(f"epoch {epoch}/{args.epochs}  loss {loss:.4f}  {last.summary('val')}{raw}  {took:.0f} s{mark}", flush=True)
         if args.target_acc is not None and last.accuracy >= args.target_acc:
             print(f"reached --target-acc {args.target_acc:.2%} at epoch {epoch}")
             break

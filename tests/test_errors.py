@@ -275,6 +275,13 @@ def test_a_model_config_that_builds_no_network(small_own, tmp_path, cli):
     assert not (tmp_path / "m.pkl").exists()
 
 
+@pytest.mark.parametrize("decay", ["1.5", "-0.1", "1"])
+def test_a_moving_average_decay_outside_0_to_1(small_own, tmp_path, decay, cli):
+    own = ("--train-dir", small_own, "--val-split", "0.25", "--model", tmp_path / "m.pkl")
+    assert error_line(train(cli, *own, "--ema", decay)) == f"--ema {float(decay)}: the decay must lie between 0 and 1, e.g. 0.998"
+    assert not (tmp_path / "m.pkl").exists()
+
+
 # --- Labels files through the command line ---
 
 

@@ -20,7 +20,11 @@ from captcha_dataset import load_labelled
 from captcha_labels import write_labels_file
 from captcha_predict import load_model, predict
 
-EPOCH_LINE = re.compile(r"^epoch (\d+)/(\d+)  loss [\d.]+  val: ([\d,]+) captchas, [\d.]+% exact, [\d.]+% of characters  \d+ s", re.M)
+# "(raw weights ...)" when --ema (the default) checks the moving average.
+EPOCH_LINE = re.compile(
+    r"^epoch (\d+)/(\d+)  loss [\d.]+  val: ([\d,]+) captchas, [\d.]+% exact, [\d.]+% of characters(?:  \(raw weights [\d.]+%\))?  \d+ s",
+    re.M,
+)
 
 
 def history(model: Path) -> list[dict]:
@@ -110,13 +114,13 @@ def small_train(tiny_data, tmp_path) -> Path:
     return folder
 
 
-def interrupted_at_epoch_2(monkeypatch, run) -> None:
+def interrupted_at_epoch_2(monkeypatch, run, checks_per_epoch: int = 2) -> None:
     """run() (a captcha_train.py command), stopped while it checks epoch 2, as Ctrl-C or a kill would."""
     real_evaluate, calls = captcha_train.evaluate, []
 
     def evaluate_then_stop(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) == checks_per_epoch + 1:
             raise KeyboardInterrupt
         return real_evaluate(*args, **kwargs)
 
@@ -126,16 +130,18 @@ def interrupted_at_epoch_2(monkeypatch, run) -> None:
     assert code == 130 and "interrupted" in err, err
 
 
-def test_resume_continues_from_the_next_epoch_as_if_never_stopped(small_train, tiny_data, tmp_path, monkeypatch, cli):
+@pytest.mark.parametrize("average", [("--ema", "0"), ()], ids=["plain", "ema"])
+def test_resume_continues_from_the_next_epoch_as_if_never_stopped(small_train, tiny_data, tmp_path, monkeypatch, average, cli):
     def train(model: Path, *extra):
         flags = ("--train-dir", small_train, "--val-dir", tiny_data / "test", "--batch-size", "32", "--device", "cpu", "--threads", "1")
-        return cli(captcha_train.main, *flags, "--epochs", "3", "--model", model, *extra)
+        return cli(captcha_train.main, *flags, "--epochs", "3", "--model", model, *average, *extra)
 
     reference = tmp_path / "ref" / "model.pkl"
     assert train(reference)[0] == 0
 
     run = tmp_path / "run" / "model.pkl"
-    interrupted_at_epoch_2(monkeypatch, lambda: train(run))
+    plain = average == ("--ema", "0")
+    interrupted_at_epoch_2(monkeypatch, lambda: train(run), checks_per_epoch=1 if plain else 2)
     last = run.with_name("model_run") / "last.pkl"
     assert read_checkpoint(last)["meta"]["epoch"] == 1 and len(history(run)) == 1
 
@@ -153,6 +159,11 @@ def test_resume_continues_from_the_next_epoch_as_if_never_stopped(small_train, t
     assert resumed["meta"]["epoch"] == 3
     for name, tensor in straight["state_dict"].items():
         assert torch.allclose(resumed["state_dict"][name].float(), tensor.float(), atol=1e-4), name
+    if not plain:  # the moving average goes on from where it stopped, too
+        ema, ema_straight = resumed["train_state"]["ema"], straight["train_state"]["ema"]
+        assert ema["steps"] == ema_straight["steps"] == 6
+        for name, tensor in ema_straight["weights"].items():
+            assert torch.allclose(ema["weights"][name].float(), tensor.float(), atol=1e-4), name
     # model.pkl holds the best epoch of the whole run.
     best = max(rows, key=lambda r: float(r["val_accuracy"]))
     assert read_checkpoint(run)["meta"]["epoch"] == int(best["epoch"])
@@ -234,3 +245,22 @@ def test_flags_given_on_resume_win_where_they_fit_and_are_refused_where_they_wou
     assert "training on 36 images (moved)" in out and "validation: 12 images held out of moved" in out
     assert [m[0] for m in EPOCH_LINE.findall(out)] == ["2", "3"]
     assert read_checkpoint("run/model_run/last.pkl")["meta"]["labels"] == str((tmp_path / "moved" / "labels.csv").resolve())
+
+
+def test_with_ema_the_average_is_checked_and_saved_and_the_raw_weights_go_on_training(small_train, tiny_data, tmp_path, cli):
+    run = tmp_path / "model.pkl"
+    flags = ("--train-dir", small_train, "--val-dir", tiny_data / "test", "--batch-size", "32", "--threads", "1", "--epochs", "1")
+    code, out, _ = cli(captcha_train.main, *flags, "--model", run, "--ema", "0.9")
+    assert code == 0
+    assert re.search(r"% of characters  \(raw weights [\d.]+%\)", out), out
+    last = read_checkpoint(run.with_name("model_run") / "last.pkl")
+    average = last["train_state"]["ema"]
+    assert average["steps"] == 2  # 1 epoch of 2 batches
+    # last.pkl keeps the raw weights that --resume trains on; model.pkl is the average.
+    assert not torch.allclose(average["weights"]["features.1.0.weight"], last["state_dict"]["features.1.0.weight"])
+    best = read_checkpoint(run)
+    for name, tensor in best["state_dict"].items():
+        assert torch.equal(tensor.float(), average["weights"][name].float()), name
+    # captcha_test.py reads the saved average exactly as training checked it.
+    code, test_out, _ = cli(captcha_test.main, "--model", run, "--data", tiny_data / "test")
+    assert code == 0 and f"{float(best['meta']['val_accuracy']):.2%} exact" in test_out
