@@ -31,15 +31,17 @@ def add_args(group) -> None:
 class WeightAverage:
     """`model` (the average, an eval-mode copy) follows the training network through update()."""
 
-    def __init__(self, net: torch.nn.Module, decay: float, steps: int = 0):
+    def __init__(self, net: torch.nn.Module, decay: float):
         if not 0.0 < decay < 1.0:
             raise ValueError(f"--ema {decay}: the decay must lie between 0 and 1, e.g. {DECAY}")
         self.decay = decay
-        self.steps = steps
+        self.steps = 0
         self.model = copy.deepcopy(net).eval().requires_grad_(False)
         # The same tensors every step: state_dict(keep_vars=True) hands out the live parameters and buffers.
         live, mine = net.state_dict(keep_vars=True), self.model.state_dict(keep_vars=True)
-        self._float = [(live[k].detach(), v) for k, v in mine.items() if v.is_floating_point()]
+        floats = [k for k, v in mine.items() if v.is_floating_point()]
+        self._live_floats = [live[k].detach() for k in floats]
+        self._my_floats = [mine[k] for k in floats]
         self._other = [(live[k], v) for k, v in mine.items() if not v.is_floating_point()]
 
     def current_decay(self) -> float:
@@ -48,7 +50,7 @@ class WeightAverage:
     @torch.no_grad()
     def update(self) -> None:
         self.steps += 1
-        torch._foreach_lerp_([a for _, a in self._float], [s for s, _ in self._float], 1.0 - self.current_decay())
+        torch._foreach_lerp_(self._my_floats, self._live_floats, 1.0 - self.current_decay())
         for s, a in self._other:  # BatchNorm's step counters: copied, an average means nothing there
             a.copy_(s)
 
