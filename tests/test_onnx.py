@@ -65,7 +65,9 @@ def test_onnx_and_torch_agree_on_generated_captchas(tiny_onnx, tiny_model):
     assert torch.allclose(got, want, atol=1e-4, rtol=1e-4), float((got - want).abs().max())
     texts = [p.text for p in onnx_model.predict_arrays(arrays)]
     assert texts == [p.text for p in torch_model.predict_arrays(arrays)]
-    assert len(set(texts)) > 1  # a real model's answers, not one constant
+    # The logits follow the image, so agreeing on them is no accident of a constant output (the tiny
+    # model's texts may all be one string after 2 epochs on 300 images).
+    assert float(want.std(dim=0).max()) > 1e-3, float(want.std(dim=0).max())
 
 
 def test_predict_prints_the_same_lines_with_onnx_as_with_the_pkl(tiny_onnx, tiny_model, tiny_data, cli):
