@@ -1,6 +1,6 @@
 """Training throughput of the default model and batch, on real images from the packed cache.
 
-    python bench/train_speed.py --seconds 60 [--reference]
+    python bench/train_speed.py --seconds 60 [--reference] [--model-config JSON]
 
 Prints one JSON line: {"img_per_s": ...} and, with --reference, the classic captcha CNN's
 figure measured in the same run (three conv blocks 32/64/64 with BatchNorm, Dropout(0.5) on
@@ -18,7 +18,7 @@ from _common import BENCH_DATA, emit, ensure_bench_data
 from torch import nn
 
 import captcha_train as ct
-from captcha_cnn_model import ModelConfig, build_model
+from captcha_cnn_model import build_model
 from captcha_codec import LabelCodec
 from captcha_dataset import load_labelled, to_tensor
 from captcha_setting import Settings
@@ -71,6 +71,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=30, help="time per measured model (default: %(default)s)")
     p.add_argument("--reference", action="store_true", help="also measure the classic captcha CNN")
     p.add_argument("--data", default=str(BENCH_DATA / "train"), help="packed training folder (generated if missing)")
+    p.add_argument("--model-config", default=None, metavar="JSON", help="measure another network, as captcha_train.py --model-config does")
     args = p.parse_args()
     if not (BENCH_DATA / "train").exists() and args.data == str(BENCH_DATA / "train"):
         ensure_bench_data()
@@ -78,7 +79,8 @@ def main() -> None:
     data = load_labelled(args.data, LabelCodec(settings), "--data")
     targets = data.targets(LabelCodec(settings))
     torch.manual_seed(0)
-    record = {"img_per_s": round(measure(build_model(settings, ModelConfig()), data, targets, ct.BATCH_SIZE, args.seconds, True), 1)}
+    model = build_model(settings, ct.model_config_from_args(args))
+    record = {"img_per_s": round(measure(model, data, targets, ct.BATCH_SIZE, args.seconds, True), 1)}
     record.update(batch=ct.BATCH_SIZE, threads=torch.get_num_threads(), seconds=args.seconds)
     if args.reference:
         ref = round(measure(ClassicCNN(settings), data, targets, 64, args.seconds, False), 1)
