@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from captcha_cnn_model import CaptchaCNN, ModelConfig, build_model
+from captcha_cnn_model import CaptchaCNN, ModelConfig, build_model, with_test_shifts
 from captcha_setting import Settings
 from captcha_util import DISK_FULL, UserError, atomic_path
 
@@ -129,7 +129,11 @@ def model_from_checkpoint(ckpt: dict, path="model.pkl", device="cpu") -> Captcha
     return model.to(device).eval()
 
 
-def load_checkpoint(path, device="cpu") -> tuple[CaptchaCNN, dict]:
-    """(model in eval mode on `device`, the checkpoint dict)."""
+def load_checkpoint(path, device="cpu", test_shifts: int | None = None) -> tuple[CaptchaCNN, dict]:
+    """(model in eval mode on `device`, the checkpoint dict); test_shifts: see --test-shifts."""
     ckpt = read_checkpoint(path, map_location="cpu")
-    return model_from_checkpoint(ckpt, path, device), ckpt
+    model = model_from_checkpoint(ckpt, path, device)
+    try:
+        return with_test_shifts(model, test_shifts), ckpt
+    except ValueError as err:
+        raise UserError(f"--test-shifts {test_shifts}: {err}") from None

@@ -8,7 +8,7 @@ shrink the map early, and channels_last memory for the fast oneDNN convolution k
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 from torch import nn
@@ -39,6 +39,10 @@ class ModelConfig:
     head_dim: int = 256  # attention head: width of each column's vector
     hidden: int = 0  # flat head: width of a hidden linear layer before the output, 0 for none
     dropout: float = 0.1  # on the head's inputs only, never on conv maps
+    # Out of training, read each image also moved this many pixels sideways and average the
+    # views' log-probabilities per position: (-3, 0, 3) costs 3 forward passes and cut the
+    # errors by a fifth on 6,000 held-out captchas (study item 13). (0,) reads it once.
+    test_shifts: tuple[int, ...] = (0,)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,6 +80,15 @@ class AttentionHead(nn.Module):
         return self.classify(self.dropout(pooled)).flatten(1)  # (N, length * num_classes)
 
 
+def shift_columns(x: torch.Tensor, shift: int) -> torch.Tensor:
+    """(N, C, H, W) moved `shift` columns right (left if negative); the edge column fills the gap."""
+    if shift > 0:
+        return torch.cat([x[..., :1].expand(-1, -1, -1, shift), x[..., :-shift]], dim=-1)
+    if shift < 0:
+        return torch.cat([x[..., -shift:], x[..., -1:].expand(-1, -1, -1, -shift)], dim=-1)
+    return x
+
+
 def conv_block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
@@ -92,6 +105,7 @@ class CaptchaCNN(nn.Module):
         self.settings = settings
         self.config = config = config or ModelConfig()
         self.codec = LabelCodec(settings)
+        check_test_shifts(config.test_shifts, settings.width)
         if len(config.channels) != len(config.strides):
             raise ValueError("ModelConfig.channels and strides must have the same length")
         if settings.height % config.stem or settings.width % config.stem:
@@ -126,7 +140,28 @@ class CaptchaCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - 0.5) * 4.0  # [0, 1] -> roughly zero mean, unit spread
-        return self.head(self.features(x))
+        shifts = self.config.test_shifts
+        if self.training or shifts == (0,):
+            return self.head(self.features(x))
+        # The stride-16 grid meets each view's strokes at another phase: averaging the views is a
+        # small ensemble. (V*N, 1, H, W) in, (V, N, length, classes) log-probabilities out.
+        views = torch.cat([shift_columns(x, s) for s in shifts])
+        logp = self.head(self.features(views)).view(len(shifts), x.shape[0], self.settings.length, -1).log_softmax(-1)
+        return logp.mean(0).flatten(1)  # (N, length * num_classes), usable as logits
+
+
+def check_test_shifts(shifts: tuple[int, ...], width: int) -> None:
+    if not shifts or not all(isinstance(s, int) and abs(s) < width // 2 for s in shifts):
+        raise ValueError(f"shifts must be whole pixels under {width // 2} (half the image width), not {shifts}; 3 is a good choice")
+
+
+def with_test_shifts(model: CaptchaCNN, k: int | None) -> CaptchaCNN:
+    """The model, reading each image also moved k pixels left and right (None: as it was saved)."""
+    if k is not None:
+        shifts = (-k, 0, k) if k else (0,)
+        check_test_shifts(shifts, model.settings.width)
+        model.config = replace(model.config, test_shifts=shifts)
+    return model
 
 
 def build_model(settings: Settings, config: ModelConfig | None = None) -> CaptchaCNN:

@@ -27,7 +27,7 @@ from captcha_dataset import ImageError, is_image_name, label_from_name, load_ima
 from captcha_default import resolve_model
 from captcha_infer import inference_module
 from captcha_labels import read_labels_file
-from captcha_util import UserError, choose_device, positive_int, run_cli
+from captcha_util import UserError, add_test_shifts_arg, choose_device, positive_int, run_cli
 
 
 class Prediction(NamedTuple):
@@ -69,14 +69,18 @@ class Recognizer:
         return self.predict_batch([image])[0]
 
 
-def load_model(path=cs.MODEL_PATH, device: str = "auto") -> Recognizer:
-    """Load model.pkl or an exported .onnx (settings included); raises UserError if it is unusable."""
+def load_model(path=cs.MODEL_PATH, device: str = "auto", test_shifts: int | None = None) -> Recognizer:
+    """Load model.pkl or an exported .onnx (settings included); raises UserError if it is unusable.
+
+    test_shifts=K also reads each image moved K pixels left and right (see --test-shifts)."""
     if Path(path).suffix.lower() == ".onnx":
+        if test_shifts is not None:
+            raise UserError(f"--test-shifts: {path} is an exported file; export a model.pkl trained or tested with the shifts")
         from captcha_onnx import load_onnx  # onnxruntime is an optional extra
 
         return load_onnx(path, device)
     dev = choose_device(device)
-    model, ckpt = load_checkpoint(path, dev)
+    model, ckpt = load_checkpoint(path, dev, test_shifts)
     return Recognizer(model, ckpt, dev, path)
 
 
@@ -108,13 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps (default: auto)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="images per forward pass (default: %(default)s)")
+    add_test_shifts_arg(p)
     p.add_argument("--labels", metavar="FILE", help="CSV or TSV of filename,label lines, to count how many are right")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    recognizer = load_model(resolve_model(args.model), args.device)
+    recognizer = load_model(resolve_model(args.model), args.device, args.test_shifts)
     labels = read_labels_file(args.labels).labels if args.labels else None
     files = collect_files(args.paths)
     if not files:

@@ -26,7 +26,7 @@ import captcha_setting as cs
 from captcha_checkpoint import load_checkpoint
 from captcha_dataset import LabelledSet, to_tensor
 from captcha_default import resolve_model
-from captcha_util import check_writable_dir, choose_device, positive_int, run_cli
+from captcha_util import add_test_shifts_arg, check_writable_dir, choose_device, positive_int, run_cli
 
 
 @dataclass
@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=positive_int, default=256, help="images per forward pass (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps (default: auto)")
+    add_test_shifts_arg(p)
     p.add_argument("--json", default=None, metavar="PATH", help="also write the printed figures to this JSON file")
     captcha_report.add_report_args(p)
     captcha_owndata.add_test_args(p)
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     device = choose_device(args.device)
     args.model = resolve_model(args.model)
-    model, ckpt = load_checkpoint(args.model, device)
+    model, ckpt = load_checkpoint(args.model, device, args.test_shifts)
     if args.report:
         check_writable_dir(args.report, "--report")
     if args.json:  # before the work, not after it

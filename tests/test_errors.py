@@ -193,6 +193,12 @@ def test_resume_with_nothing_to_resume(tiny_data, tmp_path, cli):
 # --- Flags ---
 
 
+@pytest.mark.parametrize("script", [captcha_test, captcha_predict])
+def test_test_shifts_wider_than_half_the_image(tiny_model, script, cli):
+    message = error_line(cli(script.main, "--test-shifts", "80", "--model", tiny_model))
+    assert message == "--test-shifts 80: shifts must be whole pixels under 80 (half the image width), not (-80, 0, 80); 3 is a good choice"
+
+
 def test_unknown_device(tiny_model, cli):
     assert error_line(cli(captcha_test.main, "--device", "tpu", "--model", tiny_model)).startswith("--device tpu: unknown device")
 
