@@ -134,10 +134,25 @@ def batch_generator(seed: int, epoch: int, step: int, device) -> torch.Generator
     return gen
 
 
+def shift_batch(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
+    """(B, C, H, W): each image moved its own whole number of pixels sideways, up to k either way.
+
+    Whole pixels keep every stroke as the generator drew it; the edge column fills the gap."""
+    b, _, h, w = x.shape
+    moves = torch.randint(-k, k + 1, (b, 1), generator=gen, device=x.device)
+    columns = (torch.arange(w, device=x.device) - moves).clamp_(0, w - 1)  # (B, W): where each output column reads
+    out = x.gather(-1, columns[:, None, None, :].expand(b, x.shape[1], h, w))
+    return out.contiguous(memory_format=torch.channels_last)
+
+
 def augment_batch(x: torch.Tensor, args, epoch: int, step: int) -> torch.Tensor:
-    """The training hook: augment x when args.augment (a strength, 0 or None for off) asks for it."""
+    """The training hook: augment x when args.augment (a strength, 0 or None for off) asks for it,
+    else move it sideways by up to args.shift pixels (the augmentation already shifts)."""
     strength = getattr(args, "augment", None) or 0
-    if not strength:
+    shift = getattr(args, "shift", 0) or 0
+    if not strength and not shift:
         return x
     gen = batch_generator(getattr(args, "seed", 0), epoch, step, x.device)
-    return augment(x, gen, AugmentConfig().scaled(float(strength)))
+    if strength:
+        return augment(x, gen, AugmentConfig().scaled(float(strength)))
+    return shift_batch(x, shift, gen)

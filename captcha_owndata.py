@@ -22,7 +22,7 @@ from PIL import Image
 from captcha_dataset import LabelledSet, check_folder, label_from_name, list_images, load_labelled
 from captcha_labels import match_folder, read_labels_file
 from captcha_setting import Settings
-from captcha_util import UserError, settings_from_args
+from captcha_util import UserError, non_negative_int, settings_from_args
 
 SMALL_DATA = 20_000  # fewer training images than this: augmentation on, epochs from SMALL_DATA_IMAGES
 SMALL_DATA_IMAGES = 240_000  # images a small-data run sees in all (epochs = this / training images)
@@ -59,6 +59,13 @@ def add_train_args(p) -> None:
         "the output layer is always new, so charset, length and size may differ",
     )
     g.add_argument("--augment-strength", type=float, default=1.0, help="scale every augmentation's size (default: %(default)s)")
+    g.add_argument(
+        "--shift",
+        type=non_negative_int,
+        default=3,
+        metavar="K",
+        help="when not augmenting, move each training image up to K whole pixels sideways; 0 turns it off (default: %(default)s)",
+    )
 
 
 def add_test_args(p) -> None:

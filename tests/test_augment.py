@@ -7,7 +7,8 @@ import argparse
 import pytest
 import torch
 
-from captcha_augment import AugmentConfig, affine_theta, augment, augment_batch, batch_generator
+from captcha_augment import AugmentConfig, affine_theta, augment, augment_batch, batch_generator, shift_batch
+from captcha_cnn_model import shift_columns
 
 
 def ramp(b: int = 64, h: int = 32, w: int = 96) -> torch.Tensor:
@@ -69,3 +70,14 @@ def test_rotation_is_a_rotation_on_wide_images():
     m = s @ theta[:, :, :2] @ torch.linalg.inv(s)
     eye = m @ m.transpose(1, 2)
     assert torch.allclose(eye, torch.eye(2).expand_as(eye), atol=1e-5)
+
+
+def test_shift_batch_moves_each_image_by_whole_pixels_within_k():
+    x = torch.rand(16, 1, 6, 20)
+    out = shift_batch(x, 3, batch_generator(0, 1, 2, "cpu"))
+    assert torch.equal(out, shift_batch(x, 3, batch_generator(0, 1, 2, "cpu")))  # the same batch moves the same way on --resume
+    moves = []
+    for src, got in zip(x, out, strict=True):
+        (move,) = [d for d in range(-3, 4) if torch.equal(got, shift_columns(src[None], d)[0])]
+        moves.append(move)
+    assert len(set(moves)) > 1  # each image draws its own move
