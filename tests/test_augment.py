@@ -62,6 +62,15 @@ def test_strength_zero_leaves_the_batch_untouched():
     assert not torch.equal(augment_batch(x, argparse.Namespace(augment=1.0, seed=0), 1, 0), x)
 
 
+def test_the_training_hook_shifts_when_not_augmenting():
+    x = torch.rand(16, 1, 16, 48)
+    assert augment_batch(x, argparse.Namespace(augment=0.0, shift=0, seed=0), 1, 0) is x
+    shifted = augment_batch(x, argparse.Namespace(augment=0.0, shift=3, seed=0), 1, 0)
+    assert torch.equal(shifted, shift_batch(x, 3, batch_generator(0, 1, 0, "cpu")))
+    augmented = augment_batch(x, argparse.Namespace(augment=1.0, shift=3, seed=0), 1, 0)
+    assert torch.equal(augmented, augment_batch(x, argparse.Namespace(augment=1.0, seed=0), 1, 0))  # --augment shifts already
+
+
 def test_rotation_is_a_rotation_on_wide_images():
     """Built in pixels, a rotation keeps lengths: the matrix carried back to pixels is orthogonal times a zoom."""
     cfg = AugmentConfig(shift=0, rotate=10, scale=0, shear=0)
