@@ -233,6 +233,7 @@ def load_train_val(args, codec, default_epochs: int, workers: int = 0) -> tuple[
         val = load_labelled(args.val_dir, codec, "--val-dir", workers, labels=val_labels)
     small_data_defaults(args, len(train), default_epochs)
     meta["augment"] = args.augment
+    meta["shift"] = 0 if args.augment else getattr(args, "shift", 0)  # what augment_batch applies
     args.data_meta = meta
     return train, val
 

@@ -218,8 +218,8 @@ def test_augmentation_is_recorded_and_can_be_turned_off(named, tmp_path, cli):
     on, off = tmp_path / "on.pkl", tmp_path / "off.pkl"
     assert cli(captcha_train.main, "--train-dir", named, "--val-split", "0.2", "--model", on, *FAST)[0] == 0
     assert cli(captcha_train.main, "--train-dir", named, "--val-split", "0.2", "--model", off, "--no-augment", *FAST)[0] == 0
-    assert read_checkpoint(on)["meta"]["augment"] == 1.0
-    assert read_checkpoint(off)["meta"]["augment"] == 0.0
+    assert read_checkpoint(on)["meta"]["augment"] == 1.0 and read_checkpoint(on)["meta"]["shift"] == 0
+    assert read_checkpoint(off)["meta"]["augment"] == 0.0 and read_checkpoint(off)["meta"]["shift"] == 3  # whole-pixel shifts instead
 
 
 def test_small_data_run_says_how_many_epochs_it_chose(named, tmp_path, cli, monkeypatch):
