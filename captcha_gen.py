@@ -3,6 +3,10 @@
     python captcha_gen.py                       # 100,000 train, 1,000 test, 1,000 predict
     python captcha_gen.py --train 2000 --seed 1 # a small, reproducible set
 
+The train split draws the characters of captcha_setting.TRAIN_EMPHASIS (O and 0, which the
+font draws nearly alike) more often than the others, `--emphasis` says how much; test and
+predict stay uniform, so accuracy is measured on captchas as they come.
+
 Files are named LABEL_ID.png, ID being the image's index in its split, so two captchas with
 the same text never collide. Each image is written to a hidden temporary file and renamed
 into place, so a killed run leaves no half-written image; running the same command again
@@ -15,6 +19,7 @@ import argparse
 import contextlib
 import ctypes
 import hashlib
+import math
 import multiprocessing as mp
 import os
 import random
@@ -61,11 +66,15 @@ def image_seed(seed: int, split: str, index: int) -> int:
 class CaptchaFactory:
     """Draws captchas in a given style; `make(rng)` returns (label, PIL image)."""
 
-    def __init__(self, settings: Settings, fonts: list[str] | None = None):
+    def __init__(self, settings: Settings, fonts: list[str] | None = None, emphasis: dict[str, float] | None = None):
         from captcha.image import ImageCaptcha
 
         self.settings = settings
         self.generator = ImageCaptcha(width=settings.width, height=settings.height, fonts=fonts)
+        # One weight per charset character, or None for the uniform draw (which keeps the sets of
+        # earlier versions byte for byte: rng.choice and rng.choices draw differently).
+        weights = [float((emphasis or {}).get(c, 1.0)) for c in settings.charset]
+        self.weights = weights if any(w != 1.0 for w in weights) else None
 
     def make(self, rng=None):
         """Draw one captcha. `rng` is a SeededSecrets, or None for the library's own randomness."""
@@ -74,7 +83,10 @@ class CaptchaFactory:
         rng = rng or secrets.SystemRandom()
         s = self.settings
         length = s.length if not s.variable_length else rng.randint(s.min_length, s.length)
-        label = "".join(rng.choice(s.charset) for _ in range(length))
+        if self.weights:
+            label = "".join(rng.choices(s.charset, weights=self.weights, k=length))
+        else:
+            label = "".join(rng.choice(s.charset) for _ in range(length))
         # The library looks `secrets` up as a module global at every draw.
         captcha.image.secrets = rng if isinstance(rng, SeededSecrets) else secrets
         try:
@@ -86,6 +98,36 @@ class CaptchaFactory:
     def make_seeded(self, seed: int | None, split: str, index: int):
         rng = SeededSecrets(image_seed(seed, split, index)) if seed is not None else None
         return self.make(rng)
+
+
+def parse_emphasis(text: str | None, charset: str) -> dict[str, float]:
+    """--emphasis "O0:3" -> {"O": 3.0, "0": 3.0}; None gives TRAIN_EMPHASIS's characters in the charset."""
+    if text is None:
+        return {c: w for c, w in cs.TRAIN_EMPHASIS.items() if c in charset}
+    if text.strip().lower() == "none":
+        return {}
+    emphasis: dict[str, float] = {}
+    for group in text.split(","):
+        chars, colon, weight = group.strip().rpartition(":")
+        try:
+            value = float(weight)
+        except ValueError:
+            value = math.nan
+        if not (colon and chars and math.isfinite(value) and value > 0):
+            raise UserError(f"--emphasis {text!r}: write CHARACTERS:WEIGHT groups such as O0:3 (a weight above 0), or none")
+        stray = "".join(c for c in chars if c not in charset)
+        if stray:
+            raise UserError(f"--emphasis {text!r}: {stray!r} is not in the charset {charset!r}; leave it out")
+        emphasis.update(dict.fromkeys(chars, value))
+    return emphasis
+
+
+def emphasis_text(emphasis: dict[str, float]) -> str:
+    """{"O": 3.0, "0": 3.0} -> "O0:3", the form --emphasis takes ("none" for {})."""
+    groups: dict[float, str] = {}
+    for char, weight in emphasis.items():
+        groups[weight] = groups.get(weight, "") + char
+    return ",".join(f"{chars}:{weight:g}" for weight, chars in groups.items()) or "none"
 
 
 def remove_temps(folder: Path) -> None:
@@ -109,9 +151,9 @@ def id_width(count: int) -> int:
 _factory: CaptchaFactory | None = None
 
 
-def _init_worker(settings_dict: dict, pool_worker: bool = False) -> None:
+def _init_worker(settings_dict: dict, pool_worker: bool = False, emphasis: dict[str, float] | None = None) -> None:
     global _factory
-    _factory = CaptchaFactory(Settings.from_dict(settings_dict))
+    _factory = CaptchaFactory(Settings.from_dict(settings_dict), emphasis=emphasis)
     if pool_worker:
         _die_with_parent()
 
@@ -143,8 +185,13 @@ def _write_one(job: tuple[str, str, int, int, int | None]) -> str:
     return label
 
 
-def generate_split(out: Path, split: str, count: int, settings: Settings, workers: int, seed: int | None) -> int:
-    """Bring `out/split` up to `count` images; return how many were written now."""
+def generate_split(
+    out: Path, split: str, count: int, settings: Settings, workers: int, seed: int | None, emphasis: dict[str, float] | None = None
+) -> int:
+    """Bring `out/split` up to `count` images; return how many were written now.
+
+    `emphasis` maps characters to how many times as often as the others they are drawn.
+    """
     folder = out / split
     folder.mkdir(parents=True, exist_ok=True)
     have = existing_ids(folder)
@@ -158,13 +205,13 @@ def generate_split(out: Path, split: str, count: int, settings: Settings, worker
     with tqdm(total=len(jobs), desc=f"{split:>7}", unit="img", dynamic_ncols=True) as bar:
         try:
             if workers <= 1:
-                _init_worker(settings.to_dict())
+                _init_worker(settings.to_dict(), emphasis=emphasis)
                 for job in jobs:
                     _write_one(job)
                     bar.update()
             else:
                 ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
-                with ctx.Pool(workers, initializer=_init_worker, initargs=(settings.to_dict(), True)) as pool:
+                with ctx.Pool(workers, initializer=_init_worker, initargs=(settings.to_dict(), True, emphasis)) as pool:
                     for _ in pool.imap_unordered(_write_one, jobs, chunksize=16):
                         bar.update()
         except BaseException:
@@ -183,6 +230,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=cs.DATASET_PATH, help="folder that gets train/ test/ predict/ (default: %(default)s)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes drawing images (default: all cores, %(default)s)")
     p.add_argument("--seed", type=int, default=None, help="make the images reproducible, byte for byte (default: random)")
+    p.add_argument(
+        "--emphasis",
+        default=None,
+        help="characters the train split draws more often, as CHARACTERS:WEIGHT groups, or none; the font draws O and 0 "
+        f"nearly alike and the network needs more of them (default: {emphasis_text(cs.TRAIN_EMPHASIS)}, those in the charset)",
+    )
     add_settings_args(p)
     return p
 
@@ -198,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--{flag} {getattr(args, flag)}: a count cannot be negative")
     if args.workers < 1:
         raise UserError(f"--workers {args.workers}: use at least 1")
+    emphasis = parse_emphasis(args.emphasis, settings.charset)
     out = check_writable_dir(args.out, "--out")
     missing = 0
     for split in SPLITS:  # every folder that gets images, and room for them, before any is drawn
@@ -207,9 +261,12 @@ def main(argv: list[str] | None = None) -> int:
             missing += sum(1 for i in range(count) if i not in have)
     check_free_space(out, missing * settings.width * settings.height // 2, "--out")  # PNGs: ~0.5-0.7 bytes a pixel
     print(f"generating {settings.describe()} into {out}/ with {args.workers} worker(s)")
+    if emphasis and args.train:
+        print(f"the train split draws {emphasis_text(emphasis)} (characters:times as often as the others); test and predict are uniform")
     start, written = time.perf_counter(), 0
     for split in SPLITS:
-        written += generate_split(out, split, getattr(args, split), settings, args.workers, args.seed)
+        chosen = emphasis if split == "train" else None
+        written += generate_split(out, split, getattr(args, split), settings, args.workers, args.seed, chosen)
     elapsed = time.perf_counter() - start
     rate = written / elapsed if elapsed > 0 else 0.0
     print(f"done: {written:,} images written in {elapsed:.1f} s ({rate:.0f} images/s)")

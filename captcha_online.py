@@ -77,9 +77,9 @@ class CaptchaStream(IterableDataset):
     whatever the number of workers.
     """
 
-    def __init__(self, settings: Settings, seed: int, split: str, start: int, count: int, batch: int):
+    def __init__(self, settings: Settings, seed: int, split: str, start: int, count: int, batch: int, emphasis: dict | None = None):
         super().__init__()
-        self.settings, self.seed, self.split = settings, seed, split
+        self.settings, self.seed, self.split, self.emphasis = settings, seed, split, emphasis
         self.start, self.count, self.batch = start, count, batch
 
     def __len__(self) -> int:
@@ -91,7 +91,7 @@ class CaptchaStream(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         s = self.settings
-        factory, codec = CaptchaFactory(s), LabelCodec(s)
+        factory, codec = CaptchaFactory(s, emphasis=self.emphasis), LabelCodec(s)
         for b in range(worker, len(self), workers):
             lo, hi = b * self.batch, min((b + 1) * self.batch, self.count)
             images = np.empty((hi - lo, s.height, s.width), dtype=np.uint8)
@@ -129,7 +129,8 @@ class OnlineSet:
         per = self.size // world
         batch = max(min(batch_size, per), 1)
         steps = per // batch
-        stream = CaptchaStream(self.settings, self.seed, f"online-e{epoch}", rank * per, steps * batch, batch)
+        # Training draws O and 0 more often, as a generated train split does (cs.TRAIN_EMPHASIS).
+        stream = CaptchaStream(self.settings, self.seed, f"online-e{epoch}", rank * per, steps * batch, batch, cs.TRAIN_EMPHASIS)
         return EpochPlan(steps, batch, stream_batches(stream, self.workers))
 
 

@@ -30,6 +30,15 @@ TRAIN_COUNT = 100_000
 TEST_COUNT = 1_000
 PREDICT_COUNT = 1_000
 
+# --- Characters a generated training set draws more often than the others. ---
+# The captcha library's font draws O and 0 nearly alike: once it has stretched and warped them
+# they differ by a third of a pixel of stroke, and the network learns the pair from distinct
+# examples, not from more passes over the same ones (docs/BENCHMARKS.md, study items 9-11 and
+# 15). Each character here is drawn this many times as often as any other in the train split of
+# captcha_gen.py (and in --online training); test and predict sets stay uniform, so accuracy is
+# measured on captchas as they come. Characters outside a run's charset are ignored.
+TRAIN_EMPHASIS = {"O": 6.0, "0": 6.0}
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
 
 

@@ -208,6 +208,9 @@ def test_unknown_device(tiny_model, cli):
     [
         (("--train", "-1"), "--train -1: a count cannot be negative"),
         (("--workers", "0"), "--workers 0: use at least 1"),
+        (("--emphasis", "O0"), "--emphasis 'O0': write CHARACTERS:WEIGHT groups such as O0:3 (a weight above 0), or none"),
+        (("--emphasis", "O0:-1"), "--emphasis 'O0:-1': write CHARACTERS:WEIGHT groups such as O0:3 (a weight above 0), or none"),
+        (("--emphasis", "Oo:3"), "--emphasis 'Oo:3': 'o' is not in the charset '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ'; leave it out"),
     ],
 )
 def test_generator_flags(tmp_path, flags, expected, cli):

@@ -6,6 +6,7 @@ from pathlib import Path
 from PIL import Image
 
 import captcha_gen
+import captcha_setting as cs
 
 NAME = re.compile(r"^[0-9A-Z]{4}_\d{6}\.png$")
 
@@ -79,3 +80,34 @@ def test_other_size_and_charset(tmp_path, cli):
     assert all(re.match(r"^\d{6}_\d{6}\.png$", n) for n in names) and len(names) == 3
     with Image.open(tmp_path / "train" / names[0]) as image:
         assert image.size == (200, 50)
+
+
+def share(folder: Path, char: str) -> float:
+    """The share of `char` among the characters of the labels in `folder`."""
+    labels = "".join(p.name.split("_")[0] for p in folder.glob("*.png"))
+    return labels.count(char) / len(labels)
+
+
+def test_the_train_split_draws_emphasised_characters_more_often_and_test_stays_uniform(tmp_path, cli):
+    # TRAIN_EMPHASIS holds '0' at w (6): with charset "0A" a training character is '0' w times in w + 1.
+    w = cs.TRAIN_EMPHASIS["0"]
+    out = generate(cli, tmp_path / "default", "--train", "100", "--test", "100", "--predict", "0", "--charset", "0A", "--seed", "1")
+    assert f"the train split draws 0:{w:g}" in out
+    assert share(tmp_path / "default" / "train", "0") > w / (w + 1) - 0.07  # 400 characters: 0.86 +- 0.02 at w = 6
+    assert 0.4 < share(tmp_path / "default" / "test", "0") < 0.6
+    flags = ("--train", "100", "--test", "0", "--predict", "0", "--charset", "0A", "--seed", "1")
+    generate(cli, tmp_path / "none", *flags, "--emphasis", "none")
+    assert 0.4 < share(tmp_path / "none" / "train", "0") < 0.6
+    generate(cli, tmp_path / "a4", *flags, "--emphasis", "A:4")
+    assert share(tmp_path / "a4" / "train", "A") > 0.72  # 0.8 +- 0.03
+
+
+def test_emphasis_flag_parsing():
+    assert captcha_gen.parse_emphasis(None, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ") == {"O": 6.0, "0": 6.0}
+    assert captcha_gen.parse_emphasis(None, "ABC") == {}  # the defaults' characters outside the charset are left out
+    assert captcha_gen.parse_emphasis("none", "ABC") == {}
+    parsed = captcha_gen.parse_emphasis("AB:2, C:0.5", "ABC")
+    assert parsed == {"A": 2.0, "B": 2.0, "C": 0.5}
+    assert captcha_gen.emphasis_text(parsed) == "AB:2,C:0.5"
+    assert captcha_gen.parse_emphasis(captcha_gen.emphasis_text(parsed), "ABC") == parsed
+    assert captcha_gen.emphasis_text({}) == "none"
