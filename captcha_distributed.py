@@ -32,6 +32,7 @@ from captcha_util import UserError
 
 # Rank 0 may build the packed cache of a large folder while the others wait at a barrier.
 TIMEOUT = timedelta(minutes=60)
+EXIT_WAIT = timedelta(seconds=30)  # how long a rank that is done waits for the others at exit
 
 
 class Rank(NamedTuple):
@@ -101,8 +102,18 @@ def setup(device: torch.device) -> torch.device:
 
 
 def cleanup() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    """Leave the process group at exit, all ranks together.
+
+    A gloo rank that tears its group down while another still talks to it can die in C++
+    ("terminate called without an active exception", SIGABRT) after a run that went well, so
+    the ranks meet first; the barrier gives up after EXIT_WAIT when a rank has died instead.
+    """
+    if not dist.is_initialized():
+        return
+    if dist.get_backend() == "gloo":
+        with contextlib.suppress(RuntimeError):
+            dist.monitored_barrier(timeout=EXIT_WAIT)
+    dist.destroy_process_group()
 
 
 def barrier() -> None:
