@@ -13,83 +13,18 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-
-import captcha_owndata
-import captcha_report
-import captcha_setting as cs
-from captcha_checkpoint import load_checkpoint
-from captcha_dataset import LabelledSet, to_tensor
-from captcha_default import resolve_model
-from captcha_util import add_test_shifts_arg, check_writable_dir, choose_device, positive_int, run_cli
-
-
-@dataclass
-class EvalResult:
-    n: int
-    accuracy: float  # whole captcha right
-    char_accuracy: float  # characters right
-    loss: float
-    position_accuracy: list[float]
-    predictions: list[tuple[str, str, str, float]] = field(default_factory=list)  # file, truth, guess, confidence
-    guesses: list[list[int]] = field(default_factory=list)  # (N, length) class indices picked, pad included; with predictions
-
-    def summary(self, name: str = "test") -> str:
-        return f"{name}: {self.n:,} captchas, {self.accuracy:.2%} exact, {self.char_accuracy:.2%} of characters"
-
-    def to_json(self) -> dict:
-        return {
-            "n": self.n,
-            "accuracy": self.accuracy,
-            "char_accuracy": self.char_accuracy,
-            "loss": self.loss,
-            "position_accuracy": self.position_accuracy,
-        }
-
-
-@torch.inference_mode()
-def evaluate(model, data: LabelledSet, device=None, batch_size: int = 256, keep_predictions: bool = False) -> EvalResult:
-    """Run `model` over every image of `data` in eval mode; exact and per-character accuracy."""
-    model.eval()
-    device = device or next(model.parameters()).device
-    codec = model.codec
-    targets = torch.from_numpy(data.targets(codec))  # (N, length)
-    k, length = codec.num_classes, codec.length
-    loss_sum, exact, chars, char_total = 0.0, 0, 0, 0
-    per_position = torch.zeros(length)
-    predictions, guesses = [], []
-    for start in range(0, len(data), batch_size):
-        positions = np.arange(start, min(start + batch_size, len(data)))
-        logits = model(to_tensor(data.batch(positions)).to(device)).float().cpu()  # (B, length*k)
-        t = targets[start : start + len(positions)]
-        loss_sum += F.cross_entropy(logits.view(-1, k), t.reshape(-1), reduction="sum").item()
-        guess = logits.view(-1, length, k).argmax(-1)  # (B, length)
-        right = guess == t
-        exact += int(right.all(1).sum())
-        per_position += right.float().sum(0)
-        counted = t != codec.pad if codec.pad is not None else torch.ones_like(right)
-        counted |= guess != codec.pad if codec.pad is not None else counted
-        chars += int((right & counted).sum())
-        char_total += int(counted.sum())
-        if keep_predictions:
-            guesses += guess.tolist()
-            for j, (text, conf) in enumerate(codec.decode(logits)):
-                predictions.append((data.names[start + j], data.labels[start + j], text, conf))
-    n = len(data)
-    return EvalResult(
-        n=n,
-        accuracy=exact / n,
-        char_accuracy=chars / max(char_total, 1),
-        loss=loss_sum / (n * length),
-        position_accuracy=(per_position / n).tolist(),
-        predictions=predictions,
-        guesses=guesses,
-    )
+from captchakit import settings as cs
+from captchakit.checkpoint import load_checkpoint
+from captchakit.cli import add_test_shifts_arg, positive_int
+from captchakit.data import folders as captcha_owndata
+from captchakit.device import choose_device
+from captchakit.errors import run_cli
+from captchakit.evaluate import evaluate
+from captchakit.files import check_writable_dir
+from captchakit.report import analysis as captcha_report
+from captchakit.shipped import resolve_model
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,7 +5,7 @@
 Prints one JSON line with torch_latency_ms, torch_img_per_s, onnx_latency_ms, onnx_img_per_s,
 and onnx_int8_latency_ms, onnx_int8_img_per_s for the int8 twin (captcha_export.py --int8).
 
-What is timed, through the public API (captcha_predict.load_model) of each runtime:
+What is timed, through the public API (recognizer.load_model) of each runtime:
 - latency: the median over --calls calls of `model.predict(image)`, `image` being a decoded
   160x60 RGB PIL image (a captcha as the generator draws it). One call covers load_image
   (grey conversion, resize when needed), the float tensor, the forward pass and decoding to
@@ -30,13 +30,13 @@ import torch
 from _common import emit
 
 import captcha_setting as cs
-from captcha_checkpoint import load_checkpoint
-from captcha_default import resolve_model
-from captcha_gen import CaptchaFactory, SeededSecrets
-from captcha_onnx import export_onnx
-from captcha_predict import load_model
-from captcha_quant import calibration_images, quantize_onnx
-from captcha_util import run_cli
+from captchakit.checkpoint import load_checkpoint
+from captchakit.data.synth import CaptchaFactory, SeededSecrets
+from captchakit.errors import run_cli
+from captchakit.export.onnx import export_onnx
+from captchakit.export.quant import calibration_images, quantize_onnx
+from captchakit.recognizer import load_model
+from captchakit.shipped import resolve_model
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,11 +27,11 @@ import time
 from _common import ROOT, emit
 
 import captcha_setting as cs
-from captcha_checkpoint import read_checkpoint
-from captcha_default import resolve_model
-from captcha_gen import CaptchaFactory, SeededSecrets
 from captcha_setting import Settings
-from captcha_util import run_cli
+from captchakit.checkpoint import read_checkpoint
+from captchakit.data.synth import CaptchaFactory, SeededSecrets
+from captchakit.errors import run_cli
+from captchakit.shipped import resolve_model
 
 BOUNDARY = "----captchabench"
 

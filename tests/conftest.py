@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT))
 
 import captcha_gen  # noqa: E402
 import captcha_train  # noqa: E402
-from captcha_util import run_cli  # noqa: E402
+from captchakit.errors import run_cli  # noqa: E402
 
 
 @pytest.fixture

@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import captcha_distributed  # noqa: E402
 import captcha_train  # noqa: E402
-from captcha_util import run_cli  # noqa: E402
+from captchakit.errors import run_cli  # noqa: E402
+from captchakit.train import distributed as captcha_distributed  # noqa: E402
 
 
 def recording(log_dir: Path):

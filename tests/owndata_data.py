@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from captcha_gen import CaptchaFactory, SeededSecrets
 from captcha_setting import Settings
+from captchakit.data.synth import CaptchaFactory, SeededSecrets
 
 SMALL = Settings(charset="ABC123", length=4, width=64, height=32)
 

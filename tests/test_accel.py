@@ -13,13 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-import captcha_accel
 import captcha_train
-from captcha_cnn_model import ModelConfig, build_model
-from captcha_codec import LabelCodec
-from captcha_dataset import to_tensor
 from captcha_setting import Settings
-from captcha_util import UserError
+from captchakit.codec import LabelCodec
+from captchakit.data.cache import to_tensor
+from captchakit.errors import UserError
+from captchakit.model import ModelConfig, build_model
+from captchakit.train import engine as captcha_accel
+from captchakit.train import loop
 
 CUDA = torch.device("cuda", 0)
 SETTINGS = Settings(charset="0123456789", length=4, width=80, height=32)
@@ -142,7 +143,7 @@ def trained_weights(use_engine: bool) -> tuple[dict, list[float]]:
     torch.manual_seed(0)
     model = build_model(SETTINGS, ModelConfig()).to(memory_format=torch.channels_last).train()
     args = train_args()
-    optimizer, scheduler = captcha_train.make_optimizer(model, args, 3)
+    optimizer, scheduler = loop.make_optimizer(model, args, 3)
     engine = captcha_accel.make_engine(model, torch.device("cpu"), args) if use_engine else None
     losses = []
     for images, targets in batches(3, seed=1):
@@ -150,7 +151,7 @@ def trained_weights(use_engine: bool) -> tuple[dict, list[float]]:
             x, y = engine.to_device(images, targets)
         else:
             x, y = to_tensor(images), torch.from_numpy(targets)
-        losses.append(captcha_train.train_step(model, x, y, optimizer, scheduler, args.label_smoothing, engine))
+        losses.append(loop.train_step(model, x, y, optimizer, scheduler, args.label_smoothing, engine))
     return model.state_dict(), losses
 
 

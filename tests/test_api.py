@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 import captcha_export
-import captcha_predict
-from captcha_dataset import ImageError
-from captcha_predict import Prediction, load_model
+from captchakit import recognizer
+from captchakit.data.cache import ImageError
+from captchakit.recognizer import Prediction, load_model
 
 
 @pytest.fixture(scope="module", params=["pkl", "onnx"])
@@ -81,13 +81,13 @@ def test_a_bad_image_raises_image_error(model_file):
 def test_module_level_predict_is_the_same_call(tiny_model, tiny_data):
     model = load_model(tiny_model, "cpu")
     path = sorted((tiny_data / "predict").iterdir())[0]
-    assert captcha_predict.predict(model, path) == model.predict(path)
+    assert recognizer.predict(model, path) == model.predict(path)
 
 
 def test_the_fast_inference_copy_computes_what_the_model_computes(tiny_model, tiny_data):
     import torch
 
-    from captcha_dataset import to_tensor
+    from captchakit.data.cache import to_tensor
 
     model = load_model(tiny_model, "cpu")
     assert model.fast is not model.model  # BatchNorm folded into a copy; the original stays for evaluate()

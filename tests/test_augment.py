@@ -7,8 +7,8 @@ import argparse
 import pytest
 import torch
 
-from captcha_augment import AugmentConfig, affine_theta, augment, augment_batch, batch_generator, shift_batch
-from captcha_cnn_model import shift_columns
+from captchakit.model import shift_columns
+from captchakit.train.augment import AugmentConfig, affine_theta, augment, augment_batch, batch_generator, shift_batch
 
 
 def ramp(b: int = 64, h: int = 32, w: int = 96) -> torch.Tensor:

@@ -6,9 +6,9 @@ import shutil
 import numpy as np
 import pytest
 
-import captcha_dataset as cd
-from captcha_codec import LabelCodec
 from captcha_setting import Settings
+from captchakit.codec import LabelCodec
+from captchakit.data import cache as cd
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from captcha_codec import LabelCodec, LabelError
 from captcha_setting import Settings
+from captchakit.codec import LabelCodec, LabelError
 
 FIXED = LabelCodec(Settings())  # 4 characters from 0-9A-Z
 VARIABLE = LabelCodec(Settings(charset="abc123", length=6, min_length=2))

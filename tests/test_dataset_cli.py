@@ -9,8 +9,8 @@ import pytest
 from owndata_data import draw
 
 import captcha_dataset
-import captcha_owndata as own
-from captcha_dataset import list_images
+from captchakit.data import folders as own
+from captchakit.data.cache import list_images
 
 
 @pytest.fixture

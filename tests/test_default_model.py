@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-import captcha_default
 import captcha_export
 import captcha_predict
 import captcha_test
-from captcha_checkpoint import read_checkpoint
-from captcha_predict import load_model
+from captchakit import shipped as captcha_default
+from captchakit.checkpoint import read_checkpoint
+from captchakit.recognizer import load_model
 
 
 def test_shipped_model_keeps_its_recorded_accuracy_on_fresh_captchas():

@@ -18,13 +18,13 @@ import pytest
 import torch
 from dist_probe import launch, samples
 
-import captcha_accel
-import captcha_distributed
 import captcha_predict
 import captcha_test
 import captcha_train
-from captcha_augment import augment_batch
-from captcha_util import UserError
+from captchakit.errors import UserError
+from captchakit.train import distributed as captcha_distributed
+from captchakit.train import engine as captcha_accel
+from captchakit.train.augment import augment_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 32

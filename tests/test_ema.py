@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from captcha_cnn_model import build_model
-from captcha_ema import WARMUP_STEPS, WeightAverage
 from captcha_setting import Settings
+from captchakit.model import build_model
+from captchakit.train.ema import WARMUP_STEPS, WeightAverage
 
 
 def test_an_update_moves_the_average_towards_the_weights_by_one_minus_the_decay():

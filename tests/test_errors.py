@@ -15,9 +15,9 @@ import captcha_predict
 import captcha_server
 import captcha_test
 import captcha_train
-from captcha_checkpoint import read_checkpoint, save_checkpoint
-from captcha_cnn_model import build_model
 from captcha_setting import Settings
+from captchakit.checkpoint import read_checkpoint, save_checkpoint
+from captchakit.model import build_model
 
 
 def error_line(result) -> str:

@@ -7,6 +7,7 @@ from PIL import Image
 
 import captcha_gen
 import captcha_setting as cs
+from captchakit.data import synth
 
 NAME = re.compile(r"^[0-9A-Z]{4}_\d{6}\.png$")
 
@@ -103,11 +104,11 @@ def test_the_train_split_draws_emphasised_characters_more_often_and_test_stays_u
 
 
 def test_emphasis_flag_parsing():
-    assert captcha_gen.parse_emphasis(None, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ") == {"O": 6.0, "0": 6.0}
-    assert captcha_gen.parse_emphasis(None, "ABC") == {}  # the defaults' characters outside the charset are left out
-    assert captcha_gen.parse_emphasis("none", "ABC") == {}
-    parsed = captcha_gen.parse_emphasis("AB:2, C:0.5", "ABC")
+    assert synth.parse_emphasis(None, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ") == {"O": 6.0, "0": 6.0}
+    assert synth.parse_emphasis(None, "ABC") == {}  # the defaults' characters outside the charset are left out
+    assert synth.parse_emphasis("none", "ABC") == {}
+    parsed = synth.parse_emphasis("AB:2, C:0.5", "ABC")
     assert parsed == {"A": 2.0, "B": 2.0, "C": 0.5}
-    assert captcha_gen.emphasis_text(parsed) == "AB:2,C:0.5"
-    assert captcha_gen.parse_emphasis(captcha_gen.emphasis_text(parsed), "ABC") == parsed
-    assert captcha_gen.emphasis_text({}) == "none"
+    assert synth.emphasis_text(parsed) == "AB:2,C:0.5"
+    assert synth.parse_emphasis(synth.emphasis_text(parsed), "ABC") == parsed
+    assert synth.emphasis_text({}) == "none"

@@ -9,8 +9,8 @@ from owndata_data import draw
 import captcha_predict
 import captcha_test
 import captcha_train
-from captcha_labels import match_folder, read_labels_file, write_labels_file
-from captcha_util import UserError
+from captchakit.data.labels import match_folder, read_labels_file, write_labels_file
+from captchakit.errors import UserError
 
 
 def labels_of(tmp_path, text: str, name: str = "labels.csv", **kw):

@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from captcha_checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from captcha_cnn_model import ModelConfig, build_model, shift_columns, with_test_shifts
 from captcha_setting import Settings
+from captchakit.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from captchakit.model import ModelConfig, build_model, shift_columns, with_test_shifts
 
 
 @pytest.mark.parametrize(

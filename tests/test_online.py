@@ -7,14 +7,14 @@ import pytest
 import torch
 from dist_probe import launch, samples
 
-import captcha_online
 import captcha_setting as cs
 import captcha_test
 import captcha_train
-from captcha_codec import LabelCodec
-from captcha_dataset import load_image
-from captcha_gen import CaptchaFactory
 from captcha_setting import Settings
+from captchakit.codec import LabelCodec
+from captchakit.data.cache import load_image
+from captchakit.data.synth import CaptchaFactory
+from captchakit.train import online as captcha_online
 
 SETTINGS = Settings(charset="0123456789", length=4, width=80, height=32)
 

@@ -13,14 +13,14 @@ import torch
 from owndata_data import draw, mixed_case
 from PIL import Image
 
-import captcha_owndata as own
 import captcha_predict
 import captcha_test
 import captcha_train
-from captcha_checkpoint import read_checkpoint
-from captcha_codec import LabelCodec
-from captcha_dataset import label_from_name, load_image
 from captcha_setting import Settings
+from captchakit.checkpoint import read_checkpoint
+from captchakit.codec import LabelCodec
+from captchakit.data import folders as own
+from captchakit.data.cache import label_from_name, load_image
 
 FAST = ["--epochs", "1", "--batch-size", "16", "--threads", "2"]
 

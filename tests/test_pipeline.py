@@ -15,10 +15,11 @@ import captcha_gen
 import captcha_predict
 import captcha_test
 import captcha_train
-from captcha_checkpoint import read_checkpoint
-from captcha_dataset import load_labelled
-from captcha_labels import write_labels_file
-from captcha_predict import load_model, predict
+from captchakit.checkpoint import read_checkpoint
+from captchakit.data.cache import load_labelled
+from captchakit.data.labels import write_labels_file
+from captchakit.recognizer import load_model, predict
+from captchakit.train import loop
 
 # "(raw weights ...)" when --ema (the default) checks the moving average.
 EPOCH_LINE = re.compile(
@@ -116,7 +117,7 @@ def small_train(tiny_data, tmp_path) -> Path:
 
 def interrupted_at_epoch_2(monkeypatch, run, checks_per_epoch: int = 2) -> None:
     """run() (a captcha_train.py command), stopped while it checks epoch 2, as Ctrl-C or a kill would."""
-    real_evaluate, calls = captcha_train.evaluate, []
+    real_evaluate, calls = loop.evaluate, []
 
     def evaluate_then_stop(*args, **kwargs):
         calls.append(1)
@@ -125,7 +126,7 @@ def interrupted_at_epoch_2(monkeypatch, run, checks_per_epoch: int = 2) -> None:
         return real_evaluate(*args, **kwargs)
 
     with monkeypatch.context() as m:
-        m.setattr(captcha_train, "evaluate", evaluate_then_stop)
+        m.setattr(loop, "evaluate", evaluate_then_stop)
         code, _, err = run()
     assert code == 130 and "interrupted" in err, err
 

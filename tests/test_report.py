@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import captcha_plots
-import captcha_report
 import captcha_test
-import captcha_train
-from captcha_codec import LabelCodec
 from captcha_setting import Settings
+from captchakit import evaluate as evaluation
+from captchakit.codec import LabelCodec
+from captchakit.report import analysis as captcha_report
+from captchakit.report import plots as captcha_plots
+from captchakit.train import loop
 
 
 def analysis_of(codec: LabelCodec, labels: list[str], reads: list[str], confidences: list[float]):
@@ -111,15 +112,15 @@ def test_report_writes_four_files_that_agree_with_the_printout(tiny_model, tiny_
 
 
 def test_training_writes_one_history_row_and_a_fresh_curve_every_epoch(tiny_model, tmp_path, monkeypatch):
-    run = captcha_train.run_dir(tiny_model)
+    run = loop.run_dir(tiny_model)
     with open(run / "history.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["epoch"] for r in rows] == ["1", "2"]
     with Image.open(run / "curves.png") as im:
         assert im.format == "PNG" and im.width == 1100
     calls = []
-    monkeypatch.setattr(captcha_train, "write_curves", lambda rows, path: calls.append((len(rows), path.name)))
-    history = captcha_train.History(tmp_path)
+    monkeypatch.setattr(loop, "write_curves", lambda rows, path: calls.append((len(rows), path.name)))
+    history = loop.History(tmp_path)
     history.add(rows[0])
     history.add(rows[1])
     assert calls == [(1, "curves.png"), (2, "curves.png")]
@@ -168,7 +169,7 @@ def test_bad_test_sets_get_one_line(tiny_model, cli, monkeypatch, args, start):
 def test_an_all_right_test_set_gets_an_empty_gallery(tmp_path):
     codec = LabelCodec(Settings(charset="AB", length=2))
     a = analysis_of(codec, ["AB"], ["AB"], [0.9])
-    result = captcha_test.EvalResult(1, 1.0, 1.0, 0.1, [1.0, 1.0], [("AB_0.png", "AB", "AB", 0.9)], [[0, 1]])
+    result = evaluation.EvalResult(1, 1.0, 1.0, 0.1, [1.0, 1.0], [("AB_0.png", "AB", "AB", 0.9)], [[0, 1]])
 
     class One:
         def batch(self, positions):

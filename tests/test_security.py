@@ -17,10 +17,10 @@ import pytest
 import torch
 from script_runner import one_error_line, run_script, tally
 
-import captcha_dataset
-import captcha_predict
-from captcha_checkpoint import FORMAT
-from captcha_util import UserError
+from captchakit import recognizer
+from captchakit.checkpoint import FORMAT
+from captchakit.data import cache
+from captchakit.errors import UserError
 
 SCRIPTS_WITH_MODELS = ["captcha_test.py", "captcha_predict.py", "captcha_train.py", "captcha_export.py"]
 
@@ -100,7 +100,7 @@ def test_crafted_last_pkl_is_refused_on_resume(crafted, tiny_data, tiny_model, t
 def test_crafted_model_is_refused_by_the_python_api(crafted):
     evil, marker = crafted
     with pytest.raises(UserError, match="refused to load, it asks to load posix.mkdir"):
-        captcha_predict.load_model(evil, "cpu")
+        recognizer.load_model(evil, "cpu")
     assert not marker.exists()
 
 
@@ -121,14 +121,14 @@ def test_a_crafted_data_cache_is_rebuilt_not_unpickled(tiny_data, tmp_path):
     for src in sorted((tiny_data / "test").glob("*.png"))[:6]:
         (folder / src.name).write_bytes(src.read_bytes())
     marker, (w, h) = tmp_path / "MARKER", (160, 60)
-    cache = folder / captcha_dataset.CACHE_DIR
-    cache.mkdir()
-    np.save(cache / f"{w}x{h}.npy", np.array([MarkerPayload(marker)], dtype=object), allow_pickle=True)
-    names = [e.name for e in captcha_dataset.list_images(folder)]
-    fingerprint = captcha_dataset._fingerprint(captcha_dataset.list_images(folder), w, h)
+    stash = folder / cache.CACHE_DIR
+    stash.mkdir()
+    np.save(stash / f"{w}x{h}.npy", np.array([MarkerPayload(marker)], dtype=object), allow_pickle=True)
+    names = [e.name for e in cache.list_images(folder)]
+    fingerprint = cache._fingerprint(cache.list_images(folder), w, h)
     meta = {"fingerprint": fingerprint, "names": names, "unreadable": {}, "crc": 0}
-    (cache / f"{w}x{h}.json").write_text(__import__("json").dumps(meta))
-    packed = captcha_dataset.pack_folder(folder, w, h, quiet=True)
+    (stash / f"{w}x{h}.json").write_text(__import__("json").dumps(meta))
+    packed = cache.pack_folder(folder, w, h, quiet=True)
     assert not marker.exists()
     assert packed.images.dtype == np.uint8 and packed.images.shape == (6, h, w) and packed.images.any()
 

@@ -23,9 +23,9 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 
 import captcha_server
-from captcha_predict import load_model
-from captcha_server import create_app
-from captcha_server_input import MAX_SIDE, BadInput, BodyLimit
+from captchakit.recognizer import load_model
+from captchakit.serve.app import create_app
+from captchakit.serve.input import MAX_SIDE, BadInput, BodyLimit
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 200_000  # --max-bytes in these tests

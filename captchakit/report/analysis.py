@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from captcha_codec import LabelCodec
-from captcha_util import atomic_path
+from captchakit.codec import LabelCodec
+from captchakit.files import atomic_path
 
 NONE_NAME = "(none)"  # how the codec's "no character" class is written
 TOP_CONFUSIONS = 10  # confusions printed (metrics.json keeps them all)
@@ -147,7 +147,7 @@ def write_predictions(path, result, analysis: Analysis) -> None:
 
 def write_report(folder, data, result, analysis: Analysis, m: dict) -> dict:
     """errors.png, confusion.png, metrics.json and predictions.csv in `folder`; returns the metrics written."""
-    import captcha_plots
+    from captchakit.report import plots as captcha_plots
 
     folder = Path(folder)
     shown = analysis.errors[:GALLERY_LIMIT]

@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from captcha_dataset import LabelledSet, check_folder, label_from_name, list_images, load_labelled
-from captcha_labels import match_folder, read_labels_file
-from captcha_setting import Settings
-from captcha_util import UserError, non_negative_int, settings_from_args
+from captchakit.cli import non_negative_int, settings_from_args
+from captchakit.data.cache import LabelledSet, check_folder, label_from_name, list_images, load_labelled
+from captchakit.data.labels import match_folder, read_labels_file
+from captchakit.errors import UserError
+from captchakit.settings import Settings
 
 SMALL_DATA = 20_000  # fewer training images than this: augmentation on, epochs from SMALL_DATA_IMAGES
 SMALL_DATA_IMAGES = 240_000  # images a small-data run sees in all (epochs = this / training images)
@@ -173,7 +174,7 @@ def init_from(args, model) -> None:
     """Copy the convolution stack of --init-from into `model` (fine-tuning); the head stays fresh."""
     if not getattr(args, "init_from", None):
         return
-    from captcha_checkpoint import read_checkpoint
+    from captchakit.checkpoint import read_checkpoint
 
     src = read_checkpoint(args.init_from, flag="--init-from")["state_dict"]
     own = model.state_dict()
@@ -260,7 +261,7 @@ def _abs(path) -> str | None:
 def load_test_data(args, codec, meta: dict) -> LabelledSet:
     """captcha_test.py's set (--data with --labels), only its held-out part when the model was
     trained with --val-split on that same folder."""
-    import captcha_testdata
+    from captchakit.data import testsets as captcha_testdata
 
     paths = args.data if isinstance(args.data, list) else [args.data]
     one_dir = getattr(args, "generate", None) is None and len(paths) == 1 and Path(paths[0]).is_dir()

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import torch
 
-from captcha_cnn_model import CaptchaCNN, ModelConfig, build_model, with_test_shifts
-from captcha_setting import Settings
-from captcha_util import DISK_FULL, UserError, atomic_path
+from captchakit.errors import DISK_FULL, UserError
+from captchakit.files import atomic_path
+from captchakit.model import CaptchaCNN, ModelConfig, build_model, with_test_shifts
+from captchakit.settings import Settings
 
 FORMAT = "captcha-toolkit/1"
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from captcha_dataset import to_tensor
-from captcha_util import UserError
+from captchakit.data.cache import to_tensor
+from captchakit.errors import UserError
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

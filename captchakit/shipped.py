@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-import captcha_setting as cs
+from captchakit import settings as cs
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_MODEL = ROOT / "models" / "default.pkl"
@@ -49,7 +49,7 @@ def resolve_model(path):
 
 def generated_check(recognizer, count: int | None = None, seed: int | None = None, batch_size: int = 256) -> float:
     """Whole-captcha accuracy of `recognizer` (captcha_predict's API) on `count` seeded captchas."""
-    from captcha_gen import CaptchaFactory
+    from captchakit.data.synth import CaptchaFactory
 
     count = count or CHECK_COUNT
     seed = CHECK_SEED if seed is None else seed

@@ -21,8 +21,8 @@ import argparse
 import json
 from pathlib import Path
 
-from captcha_setting import Settings
-from captcha_util import UserError
+from captchakit.errors import UserError
+from captchakit.settings import Settings
 
 # This machine's choices, not the run's: never read back.
 MACHINE = frozenset({"resume", "model", "device", "threads", "workers", "precision", "compile"})

@@ -14,7 +14,6 @@ and every unusable file with its reason. `split` uses the same seeded choice as
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import shutil
@@ -24,39 +23,14 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from captcha_dataset import ImageError, check_folder, list_images, load_image
-from captcha_labels import match_folder, read_labels_file, write_labels_file
-from captcha_owndata import raw_labels, split_names
-from captcha_util import UserError, check_writable_dir
+from captchakit.data.cache import ImageError, check_folder, list_images, load_image
+from captchakit.data.folders import raw_labels, split_names
+from captchakit.data.labels import match_folder, read_labels_file, write_labels_file
+from captchakit.errors import UserError
+from captchakit.files import check_writable_dir
 
 RARE = 10  # characters seen fewer times than this are reported
 SHOW = 20  # unusable files listed one by one before "and N more"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="captcha_dataset.py", description="Check a labelled captcha folder, or split it into train/ test/.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{check,split}")
-    c = sub.add_parser("check", help="report counts, sizes, labels, charset, rare characters, duplicates and unusable files")
-    c.add_argument("folder", help="folder of labelled images (LABEL.png, LABEL_anything.png, or any names with --labels)")
-    c.add_argument("--labels", metavar="FILE", help="CSV or TSV of filename,label lines (default: labels from file names)")
-    c.add_argument("--charset", default=None, help="characters a label may hold (default: every character seen)")
-    c.add_argument("--length", default=None, help="label length, N or MIN-MAX (default: any)")
-    c.add_argument("--ignore-case", action="store_true", help="upper-case labels, as captcha_train.py --ignore-case does")
-    c.add_argument("--rare", type=int, default=RARE, help="report characters seen fewer times than this (default: %(default)s)")
-    c.add_argument("--all", action="store_true", help="list every unusable file and duplicate, not only the first 20")
-    s = sub.add_parser("split", help="move or link the images into FOLDER/train and FOLDER/test, seeded")
-    s.add_argument("folder", help="folder of labelled images")
-    s.add_argument("--test", type=float, default=0.1, help="share of the images that goes to test/ (default: %(default)s)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the choice, as in captcha_train.py --val-split (default: %(default)s)")
-    s.add_argument("--link", action="store_true", help="make symbolic links instead of moving the files (the folder stays as it is)")
-    s.add_argument("--out", default=None, help="where train/ and test/ go (default: inside FOLDER)")
-    s.add_argument("--labels", metavar="FILE", help="labels file of FOLDER: each part gets its own labels.csv")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return check(args) if args.command == "check" else split(args)
 
 
 # --- check --------------------------------------------------------------------------------

@@ -18,8 +18,8 @@ import io
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from captcha_setting import IMAGE_EXTENSIONS
-from captcha_util import UserError
+from captchakit.errors import UserError
+from captchakit.settings import IMAGE_EXTENSIONS
 
 DELIMITERS = {",": "comma", "\t": "tab"}
 OTHER_DELIMITERS = {";": "semicolon", "|": "vertical bar", ":": "colon", " ": "space"}

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from captcha_util import UserError
+from captchakit.errors import UserError
 
 # Rank 0 may build the packed cache of a large folder while the others wait at a barrier.
 TIMEOUT = timedelta(minutes=60)

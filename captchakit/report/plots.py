@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from captcha_util import atomic_path
+from captchakit.files import atomic_path
 
 SCALE = 2  # screen pixels per image pixel in the gallery
 DPI = 100

@@ -7,7 +7,7 @@ labels are padded on the right with it, and decoding drops it.
 
 from __future__ import annotations
 
-from captcha_setting import Settings
+from captchakit.settings import Settings
 
 
 class LabelError(ValueError):

@@ -26,14 +26,14 @@ import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
-import captcha_distributed as distributed
-import captcha_owndata as own
-import captcha_setting as cs
-from captcha_codec import LabelCodec
-from captcha_dataset import LabelledSet, load_image, load_labelled
-from captcha_distributed import EpochPlan
-from captcha_setting import Settings
-from captcha_util import UserError
+from captchakit import settings as cs
+from captchakit.codec import LabelCodec
+from captchakit.data import folders as own
+from captchakit.data.cache import LabelledSet, load_image, load_labelled
+from captchakit.errors import UserError
+from captchakit.settings import Settings
+from captchakit.train import distributed as distributed
+from captchakit.train.distributed import EpochPlan
 
 ONLINE_VAL = 2_000  # generated validation captchas when --val-dir does not exist
 VAL_SEED = 0  # fixed, so runs with different --seed are checked on the same captchas
@@ -86,7 +86,7 @@ class CaptchaStream(IterableDataset):
         return -(-self.count // self.batch)
 
     def __iter__(self):
-        from captcha_gen import CaptchaFactory
+        from captchakit.data.synth import CaptchaFactory
 
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)

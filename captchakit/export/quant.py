@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from captcha_onnx import INPUT, load_onnx, metadata, onnx_input, require
-from captcha_util import UserError, atomic_path
+from captchakit.errors import UserError
+from captchakit.export.onnx import INPUT, load_onnx, metadata, onnx_input, require
+from captchakit.files import atomic_path
 
 CALIBRATION_COUNT = 512  # images whose activations set the int8 ranges
 CALIBRATION_BATCH = 64
@@ -28,7 +29,7 @@ CALIBRATION_BATCH = 64
 
 def calibration_images(model, folder=None, count: int = CALIBRATION_COUNT, seed: int = 7) -> np.ndarray:
     """(N, H, W) uint8, as load_image gives them: up to `count` images of `folder`, else generated captchas."""
-    from captcha_dataset import ImageError, list_images, load_image
+    from captchakit.data.cache import ImageError, list_images, load_image
 
     s = model.settings
     if folder is not None:
@@ -41,7 +42,7 @@ def calibration_images(model, folder=None, count: int = CALIBRATION_COUNT, seed:
         if not arrays:
             raise UserError(f"--calibration {folder}: no images there; point it at a folder of your captchas")
     else:
-        from captcha_gen import CaptchaFactory
+        from captchakit.data.synth import CaptchaFactory
 
         factory = CaptchaFactory(s)
         arrays = [load_image(factory.make_seeded(seed, "calibration", i)[1], s.width, s.height) for i in range(count)]

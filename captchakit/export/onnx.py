@@ -21,10 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from captcha_codec import LabelCodec
-from captcha_predict import Recognizer
-from captcha_setting import Settings
-from captcha_util import UserError, atomic_path
+from captchakit.codec import LabelCodec
+from captchakit.errors import UserError
+from captchakit.files import atomic_path
+from captchakit.recognizer import Recognizer
+from captchakit.settings import Settings
 
 FORMAT = "captcha-toolkit-onnx/1"
 OPSET = 17  # read by every onnxruntime release of the last years

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from captcha_codec import LabelCodec
-from captcha_dataset import ImageError, LabelledSet, label_from_name, load_image, load_labelled
-from captcha_util import UserError
+from captchakit.codec import LabelCodec
+from captchakit.data.cache import ImageError, LabelledSet, label_from_name, load_image, load_labelled
+from captchakit.errors import UserError
 
 
 def _in_memory(source: str, arrays: list[np.ndarray], names: list[str], labels: list[str], skipped) -> LabelledSet:
@@ -24,7 +24,7 @@ def _in_memory(source: str, arrays: list[np.ndarray], names: list[str], labels: 
 
 def generated_set(codec: LabelCodec, count: int, seed: int | None = None) -> LabelledSet:
     """`count` captchas drawn by captcha_gen in the model's own settings; `seed` makes them repeatable."""
-    from captcha_gen import CaptchaFactory
+    from captchakit.data.synth import CaptchaFactory
 
     if count < 1:
         raise UserError(f"--generate {count}: ask for at least 1 captcha")
@@ -69,7 +69,7 @@ def load_test_set(paths: list[str], codec: LabelCodec, flag: str = "--data", lab
     """One folder (read through the packed cache), or image files and folders given one by one."""
     if len(paths) == 1 and Path(paths[0]).is_dir():
         return load_labelled(paths[0], codec, flag, labels=labels)
-    from captcha_predict import collect_files
+    from captchakit.recognizer import collect_files
 
     try:
         files = collect_files(paths)

@@ -1,0 +1,98 @@
+"""Turn a trained model.pkl into what others use: an ONNX file, a small weights-only copy, the shipped default.
+
+    python captcha_export.py --model model.pkl --onnx model.onnx     # for onnxruntime, settings inside
+    python captcha_export.py --model model.pkl --onnx fast.onnx --int8   # int8: most images/s on a CPU
+    python captcha_export.py --model model.pkl --slim small.pkl      # weights only, no training state
+    python captcha_export.py --model model.pkl --ship models/default.pkl \\
+        --command "python captcha_train.py ..." --test-dir dataset/test  # float16 weights, + models/default.json
+
+Every file is written atomically: a failed export leaves the old file as it was.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+from pathlib import Path
+
+from captchakit import settings as cs
+from captchakit import shipped
+from captchakit.checkpoint import save_checkpoint
+from captchakit.errors import UserError
+from captchakit.export.onnx import export_onnx
+from captchakit.files import atomic_path
+
+TRAINING_KEYS = ("epoch", "epochs", "best_accuracy", "train_images", "train_dir", "elapsed_s", "torch")
+
+
+def write_onnx(model, ckpt: dict, out, opset: int) -> None:
+    diff = export_onnx(model, ckpt, out, opset)
+    checked = "not compared (onnxruntime not installed)" if diff is None else f"onnxruntime matches PyTorch (max |diff| {diff:.1e})"
+    print(f"wrote {out} ({Path(out).stat().st_size / 1e6:.2f} MB, opset {opset}, batch size free): {checked}")
+
+
+def write_int8(model, ckpt: dict, out, opset: int, calibration) -> None:
+    """The float export goes to a temporary file; only the int8 twin lands at `out`."""
+    import tempfile
+
+    from captchakit.export.quant import calibration_images, quantize_onnx
+
+    images = calibration_images(model, calibration)
+    with tempfile.TemporaryDirectory() as tmp:
+        float_path = Path(tmp) / "float.onnx"
+        export_onnx(model, ckpt, float_path, opset)
+        agreement = quantize_onnx(model, ckpt, float_path, out, images)
+    source = calibration or f"{len(images)} generated captchas"
+    print(
+        f"wrote {out} ({Path(out).stat().st_size / 1e6:.2f} MB, int8, opset {opset}, batch size free): "
+        f"same text as the float model on {agreement:.1%} of the calibration images ({source})"
+    )
+
+
+def write_slim(model, ckpt: dict, out) -> None:
+    save_checkpoint(out, model, ckpt.get("meta", {}))
+    print(f"wrote {out} ({Path(out).stat().st_size / 1e6:.2f} MB, weights only)")
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def ship(model, ckpt: dict, args) -> None:
+    """The default model: weights-only copy + a .json with its command, data and measured accuracy."""
+    from captchakit.data.cache import load_labelled
+    from captchakit.evaluate import evaluate
+    from captchakit.recognizer import load_model
+
+    if not args.command:
+        raise UserError('--ship: say how the model was trained with --command "python captcha_train.py ..."')
+    if model.settings != cs.DEFAULT:
+        raise UserError(f"--ship: the default model must read the default captchas; --model reads {model.settings.describe()}")
+    test = load_labelled(args.test_dir, model.codec, "--test-dir")
+    out, info = Path(args.ship), Path(args.ship).with_suffix(".json")
+    meta = ckpt.get("meta", {})
+    with atomic_path(out, ".pkl") as tmp:  # both files or neither: the .pkl moves in after the .json
+        save_checkpoint(tmp, model, meta, half=True)  # float16 on disk, half the bytes; loaded back as float32
+        recognizer = load_model(tmp, "cpu")  # measured as shipped: the float16 weights-only file, on the CPU
+        result = evaluate(recognizer.model, test, recognizer.device)
+        count, seed = shipped.CHECK_COUNT, shipped.CHECK_SEED
+        check = shipped.generated_check(recognizer, count, seed)
+        record = {
+            "model": out.name,
+            "bytes": Path(tmp).stat().st_size,
+            "sha256": sha256(tmp),
+            "stored_as": "float16 (loaded as float32)",
+            "command": args.command,
+            "data": args.data_note or f"{meta.get('train_images', '?')} images from {meta.get('train_dir', '?')}",
+            "training": {k: meta[k] for k in TRAINING_KEYS if k in meta},
+            "settings": model.settings.to_dict(),
+            "model_config": model.config.to_dict(),
+            "test": {"data": str(args.test_dir), "n": result.n, "accuracy": result.accuracy, "char_accuracy": result.char_accuracy},
+            "generated_check": {"seed": seed, "count": count, "split": shipped.CHECK_SPLIT, "accuracy": check},
+            "created": datetime.date.today().isoformat(),
+        }
+        with atomic_path(info, ".json") as tmp_info:
+            Path(tmp_info).write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {out} ({record['bytes'] / 1e6:.2f} MB, float16 weights only) and {info}")
+    print(f"{result.summary()}; generated check {check:.2%} on {count} captchas")

@@ -1,0 +1,172 @@
+"""The CNN: a stack of 3x3 conv + BatchNorm + ReLU blocks, then one linear head.
+
+The head ends in `length * num_classes` logits: one softmax block per character position
+(one-hot multi-label). Written for a 2-core CPU first: no dropout on convolution feature
+maps (drawing those masks costs about a third of a step on the CPU), stride-2 blocks that
+shrink the map early, and channels_last memory for the fast oneDNN convolution kernels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+import torch
+from torch import nn
+
+from captchakit.codec import LabelCodec
+from captchakit.settings import Settings
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network's own arguments; stored in model.pkl so loading needs no flags."""
+
+    # Space-to-depth factor of the stem: 2 turns (1, 60, 160) into (4, 30, 80) without losing
+    # a pixel, so no conv or BatchNorm ever runs at full resolution (there, BatchNorm and
+    # ReLU cost more than the convolution itself on a CPU).
+    stem: int = 2
+    # One conv block per entry: output channels and stride. For 160x60 the maps are
+    # 15x40 (32), 8x20 (64), 8x20 (96), 4x10 (128), 4x10 (192): width is spent where the
+    # map is small and cheap; the study in docs/BENCHMARKS.md chose it (96 rather than 128
+    # at 8x20 trains 5-12% faster and reads as well: study item 12).
+    channels: tuple[int, ...] = (32, 64, 96, 128, 192)
+    strides: tuple[int, ...] = (2, 2, 1, 2, 1)
+    # "attention": each character position pools the columns of the last map with its own
+    # attention and one classifier, shared by all positions, reads the pooled vector.
+    # "flat": one linear layer over the whole flattened map (the classic design; it must learn
+    # every character at every place separately, and memorises far more).
+    head: str = "attention"
+    head_dim: int = 256  # attention head: width of each column's vector
+    hidden: int = 0  # flat head: width of a hidden linear layer before the output, 0 for none
+    dropout: float = 0.1  # on the head's inputs only, never on conv maps
+    # Out of training, read each image also moved this many pixels sideways and average the
+    # views' log-probabilities per position: (-3, 0, 3) costs 3 forward passes and cut the
+    # errors by a fifth on 6,000 held-out captchas (study item 13). (0,) reads it once.
+    test_shifts: tuple[int, ...] = (0,)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        clean = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        clean.setdefault("head", "flat")  # models saved before the attention head had the flat one
+        return cls(**clean)
+
+
+class AttentionHead(nn.Module):
+    """(N, C, H, W) features -> (N, length * num_classes) logits.
+
+    Each of the W columns becomes a `dim` vector (a 1x1 conv over its C*H values). Each character
+    position scores every column (a 3-wide conv over the column vectors, plus a learned bias per
+    position and column, so the order of the characters is known), softmaxes the scores over the
+    columns and takes the weighted mean of the column vectors. One linear classifier, shared by
+    all positions, reads each mean: a character is recognised the same way wherever it stands.
+    """
+
+    def __init__(self, channels: int, height: int, width: int, length: int, num_classes: int, dim: int, dropout: float):
+        super().__init__()
+        self.columns = nn.Sequential(nn.Conv1d(channels * height, dim, 1, bias=False), nn.BatchNorm1d(dim), nn.ReLU(inplace=True))
+        self.scores = nn.Conv1d(dim, length, 3, padding=1)
+        self.position = nn.Parameter(torch.zeros(length, width))
+        self.dropout = nn.Dropout(dropout)
+        self.classify = nn.Linear(dim, num_classes)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        columns = self.columns(features.flatten(1, 2))  # (N, C*H, W) -> (N, dim, W)
+        weights = torch.softmax(self.scores(columns) + self.position, dim=-1)  # (N, length, W)
+        pooled = torch.bmm(weights, columns.transpose(1, 2))  # (N, length, dim)
+        return self.classify(self.dropout(pooled)).flatten(1)  # (N, length * num_classes)
+
+
+def shift_columns(x: torch.Tensor, shift: int) -> torch.Tensor:
+    """(N, C, H, W) moved `shift` columns right (left if negative); the edge column fills the gap."""
+    if shift > 0:
+        return torch.cat([x[..., :1].expand(-1, -1, -1, shift), x[..., :-shift]], dim=-1)
+    if shift < 0:
+        return torch.cat([x[..., -shift:], x[..., -1:].expand(-1, -1, -1, -shift)], dim=-1)
+    return x
+
+
+def conv_block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class CaptchaCNN(nn.Module):
+    """Input (N, 1, H, W) floats in [0, 1]; output (N, length * num_classes) logits."""
+
+    def __init__(self, settings: Settings, config: ModelConfig | None = None):
+        super().__init__()
+        self.settings = settings
+        self.config = config = config or ModelConfig()
+        self.codec = LabelCodec(settings)
+        check_test_shifts(config.test_shifts, settings.width)
+        if len(config.channels) != len(config.strides):
+            raise ValueError("ModelConfig.channels and strides must have the same length")
+        if settings.height % config.stem or settings.width % config.stem:
+            # PixelUnshuffle needs whole blocks; the settings' size is what every image is resized to.
+            raise ValueError(f"image size {settings.width}x{settings.height} must be a multiple of the stem factor {config.stem}")
+        blocks: list[nn.Module] = [nn.PixelUnshuffle(config.stem)] if config.stem > 1 else []
+        c_in = config.stem * config.stem
+        for c_out, stride in zip(config.channels, config.strides, strict=True):
+            blocks.append(conv_block(c_in, c_out, stride))
+            c_in = c_out
+        self.features = nn.Sequential(*blocks)
+        h, w = self.feature_size(settings.height, settings.width)
+        if config.head == "attention":
+            self.head = AttentionHead(c_in, h, w, settings.length, self.codec.num_classes, config.head_dim, config.dropout)
+            return
+        if config.head != "flat":
+            raise ValueError(f"ModelConfig.head must be 'attention' or 'flat', not {config.head!r}")
+        flat = c_in * h * w
+        head: list[nn.Module] = [nn.Flatten(), nn.Dropout(config.dropout)]
+        if config.hidden:
+            head += [nn.Linear(flat, config.hidden), nn.ReLU(inplace=True), nn.Dropout(config.dropout)]
+            flat = config.hidden
+        head.append(nn.Linear(flat, self.codec.num_outputs))
+        self.head = nn.Sequential(*head)
+
+    def feature_size(self, height: int, width: int) -> tuple[int, int]:
+        """Spatial size after the conv stack: each stride-2 block halves it, rounding up."""
+        height, width = height // self.config.stem, width // self.config.stem
+        for stride in self.config.strides:
+            height, width = (height - 1) // stride + 1, (width - 1) // stride + 1
+        return height, width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - 0.5) * 4.0  # [0, 1] -> roughly zero mean, unit spread
+        shifts = self.config.test_shifts
+        if self.training or shifts == (0,):
+            return self.head(self.features(x))
+        # The stride-16 grid meets each view's strokes at another phase: averaging the views is a
+        # small ensemble. (V*N, 1, H, W) in, (V, N, length, classes) log-probabilities out.
+        views = torch.cat([shift_columns(x, s) for s in shifts])
+        logp = self.head(self.features(views)).view(len(shifts), x.shape[0], self.settings.length, -1).log_softmax(-1)
+        return logp.mean(0).flatten(1)  # (N, length * num_classes), usable as logits
+
+
+def check_test_shifts(shifts: tuple[int, ...], width: int) -> None:
+    if not shifts or not all(isinstance(s, int) and abs(s) < width // 2 for s in shifts):
+        raise ValueError(f"shifts must be whole pixels under {width // 2} (half the image width), not {shifts}; 3 is a good choice")
+
+
+def with_test_shifts(model: CaptchaCNN, k: int | None) -> CaptchaCNN:
+    """The model, reading each image also moved k pixels left and right (None: as it was saved)."""
+    if k is not None:
+        shifts = (-k, 0, k) if k else (0,)
+        check_test_shifts(shifts, model.settings.width)
+        model.config = replace(model.config, test_shifts=shifts)
+    return model
+
+
+def build_model(settings: Settings, config: ModelConfig | None = None) -> CaptchaCNN:
+    return CaptchaCNN(settings, config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
