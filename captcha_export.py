@@ -19,11 +19,8 @@ from captchakit import shipped as captcha_default
 from captchakit.checkpoint import load_checkpoint
 from captchakit.errors import UserError, run_cli
 from captchakit.export.onnx import OPSET
-from captchakit.files import check_writable_dir
-
-TRAINING_KEYS = ("epoch", "epochs", "best_accuracy", "train_images", "train_dir", "elapsed_s", "torch")
-
 from captchakit.export.ship import ship, write_int8, write_onnx, write_slim
+from captchakit.files import check_writable_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
