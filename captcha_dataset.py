@@ -46,5 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     return check(args) if args.command == "check" else split(args)
 
 
+def cli() -> int:
+    """The console command (pyproject.toml's [project.scripts]): main() with one-line errors."""
+    return run_cli(main)
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(cli())

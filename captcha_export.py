@@ -3,8 +3,8 @@
     python captcha_export.py --model model.pkl --onnx model.onnx     # for onnxruntime, settings inside
     python captcha_export.py --model model.pkl --onnx fast.onnx --int8   # int8: most images/s on a CPU
     python captcha_export.py --model model.pkl --slim small.pkl      # weights only, no training state
-    python captcha_export.py --model model.pkl --ship models/default.pkl \\
-        --command "python captcha_train.py ..." --test-dir dataset/test  # float16 weights, + models/default.json
+    python captcha_export.py --model model.pkl --ship captchakit/models/default.pkl \\
+        --command "python captcha_train.py ..." --test-dir dataset/test  # float16 weights, + captchakit/models/default.json
 
 Every file is written atomically: a failed export leaves the old file as it was.
 """
@@ -26,14 +26,17 @@ from captchakit.files import check_writable_dir
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Export a trained model: ONNX, a weights-only copy, or the shipped default model.")
     p.add_argument(
-        "--model", default=cs.MODEL_PATH, help="model file made by captcha_train.py (default: %(default)s, else models/default.pkl)"
+        "--model",
+        default=cs.MODEL_PATH,
+        help="model file made by captcha_train.py (default: %(default)s, else captchakit/models/default.pkl)",
     )
     p.add_argument("--onnx", default=None, metavar="OUT", help="write an ONNX model (batch size free, settings in its metadata)")
     p.add_argument("--opset", type=int, default=OPSET, help="ONNX opset of --onnx (default: %(default)s)")
     p.add_argument(
         "--int8",
         action="store_true",
-        help="with --onnx: quantize it to int8 (about 1.6x the images/s of float on a CPU, within a point of its accuracy)",
+        help="with --onnx: quantize it to int8, the most images/s on a CPU at close to the float model's accuracy "
+        '(measured in docs/BENCHMARKS.md, "Inference speed")',
     )
     p.add_argument(
         "--calibration",
@@ -79,5 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def cli() -> int:
+    """The console command (pyproject.toml's [project.scripts]): main() with one-line errors."""
+    return run_cli(main)
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(cli())

@@ -21,7 +21,8 @@ import time
 
 from captchakit import settings as cs
 from captchakit.cli import add_settings_args, settings_from_args
-from captchakit.data.synth import NAME_UNSAFE, SPLITS, emphasis_text, existing_ids, generate_split, parse_emphasis
+from captchakit.data.synth import emphasis_text, parse_emphasis
+from captchakit.data.writer import NAME_UNSAFE, SPLITS, existing_ids, generate_split
 from captchakit.errors import UserError, run_cli
 from captchakit.files import check_free_space, check_writable_dir
 
@@ -63,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         if count:
             have = existing_ids(check_writable_dir(out / split, "--out"))
             missing += sum(1 for i in range(count) if i not in have)
-    check_free_space(out, missing * settings.width * settings.height // 2, "--out")  # PNGs: ~0.5-0.7 bytes a pixel
+    # Half a byte a pixel errs low for these PNGs: only a disk that surely cannot hold them is refused.
+    check_free_space(out, missing * settings.width * settings.height // 2, "--out")
     print(f"generating {settings.describe()} into {out}/ with {args.workers} worker(s)")
     if emphasis and args.train:
         print(f"the train split draws {emphasis_text(emphasis)} (characters:times as often as the others); test and predict are uniform")
@@ -77,5 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def cli() -> int:
+    """The console command (pyproject.toml's [project.scripts]): main() with one-line errors."""
+    return run_cli(main)
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(cli())

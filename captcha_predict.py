@@ -6,7 +6,7 @@
 Prints `file<TAB>prediction<TAB>confidence` per image; where file names carry labels
 (LABEL_*.png), it also says how many were read right. From Python:
 
-    from captchakit.recognizer import load_model, predict
+    from captchakit import load_model, predict
     model = load_model("model.pkl")
     text, confidence = predict(model, "captcha.png")   # or model.predict(PIL image / bytes / array)
 """
@@ -19,11 +19,11 @@ import sys
 import numpy as np
 
 from captchakit import settings as cs
+from captchakit.api import load_model
 from captchakit.cli import add_test_shifts_arg, positive_int
-from captchakit.data.cache import ImageError, label_from_name
+from captchakit.data.images import ImageError, collect_files, label_from_name
 from captchakit.data.labels import read_labels_file
 from captchakit.errors import UserError, run_cli
-from captchakit.recognizer import collect_files, load_model
 from captchakit.shipped import resolve_model
 
 
@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         default=cs.MODEL_PATH,
-        help="model.pkl from captcha_train.py, or a .onnx from captcha_export.py (default: %(default)s; if missing, models/default.pkl)",
+        help="model.pkl from captcha_train.py, or a .onnx from captcha_export.py "
+        "(default: %(default)s; if missing, the shipped captchakit/models/default.pkl)",
     )
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps (default: auto)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="images per forward pass (default: %(default)s)")
@@ -75,5 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def cli() -> int:
+    """The console command (pyproject.toml's [project.scripts]): main() with one-line errors."""
+    return run_cli(main)
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(cli())

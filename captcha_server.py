@@ -19,11 +19,14 @@ from captchakit import settings as cs
 from captchakit.errors import UserError, run_cli
 from captchakit.files import check_writable_dir
 from captchakit.serve.app import MAX_BATCH, bind, create_app, stop_signals_end_normally
+from captchakit.shipped import resolve_model
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Serve a trained captcha model over HTTP: JSON API, /b, a web page at /, docs at /docs.")
-    p.add_argument("--model", default=cs.MODEL_PATH, help="model made by captcha_train.py (default: %(default)s, else models/default.pkl)")
+    p.add_argument(
+        "--model", default=cs.MODEL_PATH, help="model made by captcha_train.py (default: %(default)s, else captchakit/models/default.pkl)"
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 opens it to the network (default: %(default)s)")
     p.add_argument("--port", type=int, default=9999, help="TCP port; 0 picks a free one and prints it (default: %(default)s)")
     p.add_argument("--max-bytes", type=int, default=1 << 20, help="largest request body accepted, in bytes (default: %(default)s = 1 MiB)")
@@ -49,11 +52,11 @@ def check_args(args) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     check_args(args)
+    # Here, not at the top: --help and a bad flag answer without loading torch and the model code.
     import torch
     import uvicorn
 
-    from captchakit.recognizer import load_model
-    from captchakit.shipped import resolve_model
+    from captchakit.api import load_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -76,5 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def cli() -> int:
+    """The console command (pyproject.toml's [project.scripts]): main() with one-line errors."""
+    return run_cli(main)
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(cli())

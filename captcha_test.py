@@ -2,7 +2,7 @@
 
     python captcha_test.py                          # model.pkl on dataset/test
     python captcha_test.py --data DIR --json out.json
-    python captcha_test.py --report reports/       # pictures of the mistakes (captcha_report.py)
+    python captcha_test.py --report reports/       # pictures of the mistakes (captchakit.report)
     python captcha_test.py --generate 1000         # fresh captchas in the model's settings, no files
 
 The settings (charset, length, image size) come from model.pkl: nothing to retype.
@@ -18,7 +18,7 @@ from pathlib import Path
 from captchakit import settings as cs
 from captchakit.checkpoint import load_checkpoint
 from captchakit.cli import add_test_shifts_arg, positive_int
-from captchakit.data import folders as captcha_owndata
+from captchakit.data import testsets
 from captchakit.device import choose_device
 from captchakit.errors import run_cli
 from captchakit.evaluate import evaluate
@@ -29,7 +29,9 @@ from captchakit.shipped import resolve_model
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Print a model's accuracy on a folder of labelled captchas.")
-    p.add_argument("--model", default=cs.MODEL_PATH, help="model from captcha_train.py (default: %(default)s, else models/default.pkl)")
+    p.add_argument(
+        "--model", default=cs.MODEL_PATH, help="model from captcha_train.py (default: %(default)s, else captchakit/models/default.pkl)"
+    )
     p.add_argument(
         "--data",
         nargs="+",
@@ -41,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_test_shifts_arg(p)
     p.add_argument("--json", default=None, metavar="PATH", help="also write the printed figures to this JSON file")
     captcha_report.add_report_args(p)
-    captcha_owndata.add_test_args(p)
+    testsets.add_test_args(p)
     return p
 
 
@@ -54,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         check_writable_dir(args.report, "--report")
     if args.json:  # before the work, not after it
         check_writable_dir(Path(args.json).parent, "--json")
-    data = captcha_owndata.load_test_data(args, model.codec, ckpt.get("meta", {}))
+    data = testsets.load_test_data(args, model.codec, ckpt.get("meta", {}))
     if data.skipped:
         print(data.describe_skipped())
     start = time.perf_counter()
@@ -64,5 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def cli() -> int:
+    """The console command (pyproject.toml's [project.scripts]): main() with one-line errors."""
+    return run_cli(main)
+
+
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(cli())

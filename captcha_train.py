@@ -1,74 +1,167 @@
 """Train the captcha CNN and save the best model to model.pkl.
 
     python captcha_train.py                        # dataset/train, checked on dataset/test
+    python captcha_train.py --train-dir mine --val-split 0.1 --model mine.pkl   # your own captchas
     python captcha_train.py --resume               # continue an interrupted run
 
 After every epoch the model is checked on the validation folder with the same evaluate()
 that captcha_test.py uses; the best model so far is written to model.pkl, and the full
 training state to <model>_run/last.pkl, both atomically, so --resume loses at most the
-epoch that was running.
+epoch that was running. Every training flag is defined here; the flags become one
+TrainConfig (captchakit/train/config.py), which the run and model.pkl keep.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from captchakit import settings as cs
 from captchakit.cli import add_settings_args, non_negative_int, positive_float, positive_int
-from captchakit.data import folders as own
 from captchakit.errors import run_cli
-from captchakit.train import ema as ema_
-from captchakit.train import engine as accel
-from captchakit.train import online, resume
-from captchakit.train.loop import BATCH_SIZE, EPOCHS, LABEL_SMOOTHING, LR, WEIGHT_DECAY, run
+from captchakit.train.config import EPOCHS, SMALL_DATA, TrainConfig
+from captchakit.train.engine import PRECISIONS
+from captchakit.train.online import VAL_SEED
+from captchakit.train.resume import given_flags
+from captchakit.train.run import run
+
+D = TrainConfig()  # the defaults every flag shows
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Train the captcha CNN; the best model is saved to --model.")
-    p.add_argument("--train-dir", default=cs.TRAIN_DATASET_PATH, help="folder of LABEL_*.png training images (default: %(default)s)")
-    p.add_argument("--val-dir", default=cs.TEST_DATASET_PATH, help="folder checked after every epoch (default: %(default)s)")
-    p.add_argument(
+    add_data_args(p)
+    add_settings_args(p)
+    add_own_data_args(p.add_argument_group("your own data"))
+    add_recipe_args(p.add_argument_group("the recipe"))
+    add_online_args(p.add_argument_group("online generation (no files)"))
+    add_machine_args(p.add_argument_group("this machine, torchrun and GPUs"))
+    return p
+
+
+def add_data_args(p) -> None:
+    p.add_argument("--train-dir", default=D.train_dir, help="folder of LABEL_*.png training images (default: %(default)s)")
+    p.add_argument("--val-dir", default=D.val_dir, help="folder checked after every epoch (default: %(default)s)")
+    p.add_argument("--model", default=D.model, help="where the best model is saved (default: %(default)s)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run saved beside --model")
+    p.add_argument("--target-acc", type=float, default=None, help="stop once validation accuracy reaches this, e.g. 0.99")
+
+
+def add_own_data_args(g) -> None:
+    g.add_argument("--labels", metavar="FILE", help="CSV or TSV of filename,label lines for --train-dir (default: labels from file names)")
+    g.add_argument("--val-labels", metavar="FILE", help="labels file for --val-dir (default: labels from file names)")
+    g.add_argument(
+        "--val-split",
+        type=float,
+        metavar="FRACTION",
+        help="hold out this share of --train-dir for validation (seeded by --seed) instead of using --val-dir; "
+        "captcha_test.py --data on the same folder then tests only that part",
+    )
+    g.add_argument("--split-seed", type=int, metavar="N", help="seed of --val-split's choice (default: --seed)")
+    g.add_argument("--min-length", type=int, help="shortest label, for variable-length captchas (default: read off the labels)")
+    g.add_argument("--ignore-case", action="store_true", help="read letters case-blind: labels and charset are upper-cased")
+    g.add_argument(
+        "--init-from",
+        metavar="MODEL",
+        help="start the convolution layers from this model.pkl (e.g. the shipped captchakit/models/default.pkl); "
+        "the output layer is always new, so charset, length and size may differ",
+    )
+
+
+def add_recipe_args(g) -> None:
+    g.add_argument(
         "--epochs",
         type=positive_int,
         default=None,
-        help=f"passes over the training set (default: {EPOCHS}; more below {own.SMALL_DATA:,} images)",
+        help=f"passes over the training set (default: {EPOCHS}; more below {SMALL_DATA:,} images)",
     )
-    p.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE, help="images per step (default: %(default)s)")
-    p.add_argument("--lr", type=positive_float, default=LR, help="peak learning rate of the one-cycle schedule (default: %(default)s)")
-    p.add_argument("--weight-decay", type=float, default=WEIGHT_DECAY, help="AdamW weight decay (default: %(default)s)")
-    p.add_argument("--label-smoothing", type=float, default=LABEL_SMOOTHING, help="cross-entropy label smoothing (default: %(default)s)")
-    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps (default: auto)")
-    p.add_argument("--model", default=cs.MODEL_PATH, help="where the best model is saved (default: %(default)s)")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted run saved beside --model")
-    p.add_argument("--target-acc", type=float, default=None, help="stop once validation accuracy reaches this, e.g. 0.99")
-    p.add_argument(
-        "--workers",
+    g.add_argument("--batch-size", type=positive_int, default=D.batch_size, help="images per step (default: %(default)s)")
+    g.add_argument("--lr", type=positive_float, default=D.lr, help="peak learning rate of the one-cycle schedule (default: %(default)s)")
+    g.add_argument("--weight-decay", type=float, default=D.weight_decay, help="AdamW weight decay (default: %(default)s)")
+    g.add_argument("--label-smoothing", type=float, default=D.label_smoothing, help="cross-entropy label smoothing (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=D.seed, help="seed for weights, batch order and augmentation (default: %(default)s)")
+    aug = g.add_mutually_exclusive_group()
+    aug.add_argument(
+        "--augment", dest="augment", action="store_true", default=None, help=f"force augmentation on (default: below {SMALL_DATA:,} images)"
+    )
+    aug.add_argument("--no-augment", dest="augment", action="store_false", help="turn augmentation off")
+    g.add_argument(
+        "--augment-strength", type=float, default=D.augment_strength, help="scale every augmentation's size (default: %(default)s)"
+    )
+    g.add_argument(
+        "--shift",
         type=non_negative_int,
-        default=0,
-        help="processes that decode images into the cache, or draw --online captchas (default: all cores)",
+        default=D.shift,
+        metavar="K",
+        help="when not augmenting, move each training image up to K whole pixels sideways; 0 turns it off (default: %(default)s)",
     )
-    p.add_argument("--threads", type=non_negative_int, default=0, help="CPU threads for torch (default: all cores)")
-    p.add_argument("--seed", type=int, default=0, help="seed for weights and batch order (default: %(default)s)")
-    p.add_argument(
+    g.add_argument(
+        "--ema",
+        type=float,
+        default=D.ema,
+        metavar="DECAY",
+        help="check and save a moving average of the weights with this decay per step; 0 turns it off (default: %(default)s)",
+    )
+    g.add_argument(
         "--model-config",
         default=None,
         metavar="JSON",
         help='advanced: override the network\'s ModelConfig fields, e.g. \'{"channels": [32, 64, 96, 128], "strides": [2, 2, 1, 2]}\'',
     )
-    add_settings_args(p)
-    own.add_train_args(p)
-    online.add_args(p)
-    ema_.add_args(p)
-    accel.add_args(p)
-    return p
+
+
+def add_online_args(g) -> None:
+    g.add_argument(
+        "--online", action="store_true", help="train on captchas generated fresh every epoch by --workers processes instead of --train-dir"
+    )
+    g.add_argument(
+        "--online-size",
+        type=int,
+        default=D.online_size,
+        metavar="N",
+        help="with --online: captchas per epoch, over all processes (default: %(default)s, the size of the default training set)",
+    )
+    g.add_argument(
+        "--online-val",
+        type=int,
+        default=D.online_val,
+        metavar="N",
+        help=f"with --online and no --val-dir folder: check on N generated captchas, seed {VAL_SEED} (default: %(default)s)",
+    )
+
+
+def add_machine_args(g) -> None:
+    g.add_argument("--device", default=D.device, help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps (default: auto)")
+    g.add_argument(
+        "--workers",
+        type=non_negative_int,
+        default=0,
+        help="processes that decode images into the cache, or draw --online captchas (default: all cores)",
+    )
+    g.add_argument("--threads", type=non_negative_int, default=0, help="CPU threads for torch (default: all cores)")
+    g.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=D.precision,
+        help="auto: on CUDA, bf16 autocast where the GPU supports it, else fp16 with a "
+        "gradient scaler; fp32 on CPU and MPS (default: %(default)s)",
+    )
+    g.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the network with torch.compile (off by default: slower on a small CPU; try it on GPUs)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    given = resume.given_flags(build_parser(), argv) if args.resume else {}
-    return run(args, given)
+    args = build_parser().parse_args(argv)
+    # --resume keeps the interrupted run's flags except those named again now: which those are.
+    given = given_flags(build_parser(), argv) if args.resume else {}
+    return run(TrainConfig.from_args(args), given)
+
+
+def cli() -> int:
+    """The console command (pyproject.toml's [project.scripts]): main() with one-line errors."""
+    return run_cli(main)
 
 
 if __name__ == "__main__":
-    raise SystemExit(run_cli(main))
+    raise SystemExit(cli())

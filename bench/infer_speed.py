@@ -13,7 +13,7 @@ What is timed, through the public API (recognizer.load_model) of each runtime:
 - throughput: images/s of `model.predict_arrays(batch)` on --batch images already prepared as
   (N, H, W) uint8 (what load_image returns, or the packed cache holds), for --seconds: the
   float tensor, the forward pass and decoding.
-The model is --model (default model.pkl, else the shipped models/default.pkl); its ONNX and
+The model is --model (default model.pkl, else the shipped captchakit/models/default.pkl); its ONNX and
 int8 ONNX twins are exported to a temporary folder unless --onnx / --onnx-int8 are given.
 """
 
@@ -26,22 +26,23 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 import torch
-from _common import emit
+from _common import BENCH_SEED, emit
 
 import captcha_setting as cs
+from captchakit.api import load_model
 from captchakit.checkpoint import load_checkpoint
-from captchakit.data.synth import CaptchaFactory, SeededSecrets
+from captchakit.data.synth import captchas
 from captchakit.errors import run_cli
 from captchakit.export.onnx import export_onnx
 from captchakit.export.quant import calibration_images, quantize_onnx
-from captchakit.recognizer import load_model
 from captchakit.shipped import resolve_model
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Time single-image latency and batched throughput of PyTorch and ONNX inference.")
-    p.add_argument("--model", default=cs.MODEL_PATH, help="model.pkl to time (default: %(default)s, else models/default.pkl)")
+    p.add_argument("--model", default=cs.MODEL_PATH, help="model.pkl to time (default: %(default)s, else captchakit/models/default.pkl)")
     p.add_argument("--onnx", default=None, help="its exported .onnx (default: export one to a temporary folder)")
     p.add_argument("--onnx-int8", default=None, help="its int8 export (default: quantize one to a temporary folder)")
     p.add_argument("--calls", type=int, default=2000, help="single-image calls per runtime; the median is reported (default: %(default)s)")
@@ -49,12 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=10.0, help="time spent on batched calls per runtime (default: %(default)s)")
     p.add_argument("--images", type=int, default=256, help="distinct generated captchas the calls cycle through (default: %(default)s)")
     return p
-
-
-def captchas(settings, count: int):
-    """Decoded PIL images drawn in memory, seeded: the same inputs on every run."""
-    factory = CaptchaFactory(settings)
-    return [factory.make(SeededSecrets(i))[1] for i in range(count)]
 
 
 def latency_ms(recognizer, images, calls: int) -> float:
@@ -93,15 +88,13 @@ def main(argv: list[str] | None = None) -> int:
             quantize_onnx(model, ckpt, onnx_path, int8_path, calibration_images(model))
         runtimes = {"torch": load_model(path, "cpu"), "onnx": load_model(onnx_path, "cpu"), "onnx_int8": load_model(int8_path, "cpu")}
         settings = runtimes["torch"].settings
-        images = captchas(settings, args.images)
+        images = [image for _, image in captchas(settings, args.images, BENCH_SEED, "bench")]  # the same on every run
         prepared = np.stack([runtimes["torch"].prepare(img) for img in images])
         batch = np.resize(prepared, (args.batch, settings.height, settings.width))  # cycles through the images
         record = {}
         for name, recognizer in runtimes.items():
             record[f"{name}_latency_ms"] = round(latency_ms(recognizer, images, args.calls), 3)
             record[f"{name}_img_per_s"] = round(img_per_s(recognizer, batch, args.seconds))
-    import onnxruntime
-
     record.update(model=str(path), batch=args.batch, threads=torch.get_num_threads(), torch=torch.__version__)
     record.update(onnxruntime=onnxruntime.__version__)
     emit(record)

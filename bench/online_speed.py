@@ -19,8 +19,9 @@ import torch
 from _common import emit
 
 from captcha_setting import Settings
-from captchakit.model import build_model
+from captchakit.model import CaptchaCNN
 from captchakit.train import loop
+from captchakit.train.config import BATCH_SIZE, LABEL_SMOOTHING, TrainConfig
 from captchakit.train.engine import Engine
 from captchakit.train.online import OnlineSet
 
@@ -42,14 +43,13 @@ def timed(batches, seconds: float, work=None) -> float:
 
 
 def trainer(settings: Settings):
-    model = build_model(settings).to(memory_format=torch.channels_last).train()
-    args = argparse.Namespace(lr=loop.LR, weight_decay=loop.WEIGHT_DECAY)
-    optimizer, scheduler = loop.make_optimizer(model, args, steps=10**6)
+    model = CaptchaCNN(settings).to(memory_format=torch.channels_last).train()
+    optimizer, scheduler = loop.make_optimizer(model, TrainConfig(), steps=10**6)
     engine = Engine.plain(model, "cpu")
 
     def step(images, targets):
         x, y = engine.to_device(images, targets)
-        loop.train_step(model, x, y, optimizer, scheduler, loop.LABEL_SMOOTHING, engine)
+        loop.train_step(model, x, y, optimizer, scheduler, LABEL_SMOOTHING, engine)
 
     return step
 
@@ -65,7 +65,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=20, help="length of each measurement (default: %(default)s)")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to try (default: 1 2)")
-    p.add_argument("--batch-size", type=int, default=loop.BATCH_SIZE, help="images per step (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="images per step (default: %(default)s)")
     args = p.parse_args()
     settings, size = Settings(), 10**6  # an epoch longer than any measurement
     record = {"threads": torch.get_num_threads(), "batch": args.batch_size}

@@ -24,12 +24,12 @@ import subprocess
 import sys
 import time
 
-from _common import ROOT, emit
+from _common import BENCH_SEED, ROOT, emit
 
 import captcha_setting as cs
 from captcha_setting import Settings
 from captchakit.checkpoint import read_checkpoint
-from captchakit.data.synth import CaptchaFactory, SeededSecrets
+from captchakit.data.synth import captchas
 from captchakit.errors import run_cli
 from captchakit.shipped import resolve_model
 
@@ -38,7 +38,7 @@ BOUNDARY = "----captchabench"
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Load-test captcha_server.py on loopback and print requests/s, p50, p99 and errors.")
-    p.add_argument("--model", default=cs.MODEL_PATH, help="model to serve (default: %(default)s, else models/default.pkl)")
+    p.add_argument("--model", default=cs.MODEL_PATH, help="model to serve (default: %(default)s, else captchakit/models/default.pkl)")
     p.add_argument("--seconds", type=float, default=30.0, help="measured duration (default: %(default)s)")
     p.add_argument("--warmup", type=float, default=2.0, help="seconds of load before measuring starts (default: %(default)s)")
     p.add_argument("--concurrency", type=int, default=8, help="connections, each with one request in flight (default: %(default)s)")
@@ -62,11 +62,11 @@ def request_bytes(png: bytes) -> bytes:
 
 
 def captcha_pngs(settings: Settings, count: int) -> list[bytes]:
-    factory = CaptchaFactory(settings)
+    """`count` seeded captchas as PNG files: the same requests on every run."""
     out = []
-    for i in range(count):
+    for _, image in captchas(settings, count, BENCH_SEED, "bench"):
         buf = io.BytesIO()
-        factory.make(SeededSecrets(i))[1].save(buf, "PNG")
+        image.save(buf, "PNG")
         out.append(buf.getvalue())
     return out
 

@@ -19,9 +19,11 @@ from torch import nn
 
 from captcha_setting import Settings
 from captchakit.codec import LabelCodec
-from captchakit.data.cache import load_labelled, to_tensor
-from captchakit.model import build_model
+from captchakit.data.images import to_tensor
+from captchakit.data.sets import load_labelled
+from captchakit.model import CaptchaCNN
 from captchakit.train import loop
+from captchakit.train.config import BATCH_SIZE, LABEL_SMOOTHING, TrainConfig
 
 
 class ClassicCNN(nn.Module):
@@ -43,8 +45,7 @@ class ClassicCNN(nn.Module):
 
 def measure(model, data, targets, batch: int, seconds: float, channels_last: bool) -> float:
     """Images/s of the trainer's own train_step, batches drawn from the packed cache."""
-    args = argparse.Namespace(lr=loop.LR, weight_decay=loop.WEIGHT_DECAY)
-    optimizer, scheduler = loop.make_optimizer(model, args, steps=10**6)
+    optimizer, scheduler = loop.make_optimizer(model, TrainConfig(), steps=10**6)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
@@ -55,7 +56,7 @@ def measure(model, data, targets, batch: int, seconds: float, channels_last: boo
         x = to_tensor(data.batch(pos))
         if not channels_last:
             x = x.contiguous()
-        loop.train_step(model, x, torch.from_numpy(targets[pos]), optimizer, scheduler, loop.LABEL_SMOOTHING)
+        loop.train_step(model, x, torch.from_numpy(targets[pos]), optimizer, scheduler, LABEL_SMOOTHING)
 
     for i in range(3):  # warm-up: first calls pick kernels
         step(i)
@@ -79,9 +80,9 @@ def main() -> None:
     data = load_labelled(args.data, LabelCodec(settings), "--data")
     targets = data.targets(LabelCodec(settings))
     torch.manual_seed(0)
-    model = build_model(settings, loop.model_config_from_args(args))
-    record = {"img_per_s": round(measure(model, data, targets, loop.BATCH_SIZE, args.seconds, True), 1)}
-    record.update(batch=loop.BATCH_SIZE, threads=torch.get_num_threads(), seconds=args.seconds)
+    model = CaptchaCNN(settings, TrainConfig(model_config=args.model_config).network())
+    record = {"img_per_s": round(measure(model, data, targets, BATCH_SIZE, args.seconds, True), 1)}
+    record.update(batch=BATCH_SIZE, threads=torch.get_num_threads(), seconds=args.seconds)
     if args.reference:
         ref = round(measure(ClassicCNN(settings), data, targets, 64, args.seconds, False), 1)
         # The ratio of the two printed rates, so a reader who divides them gets the same figure.

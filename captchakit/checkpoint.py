@@ -19,7 +19,7 @@ import torch
 
 from captchakit.errors import DISK_FULL, UserError
 from captchakit.files import atomic_path
-from captchakit.model import CaptchaCNN, ModelConfig, build_model, with_test_shifts
+from captchakit.model import CaptchaCNN, ModelConfig, with_test_shifts
 from captchakit.settings import Settings
 
 FORMAT = "captcha-toolkit/1"
@@ -39,9 +39,12 @@ def _refusal(err: Exception) -> str:
     return f"it asks to load {found[1]}" if found else "it holds more than plain data"
 
 
-def save_checkpoint(path, model: CaptchaCNN, meta: dict, train_state: dict | None = None, half: bool = False) -> None:
+def save_checkpoint(
+    path, model: CaptchaCNN, meta: dict, train_state: dict | None = None, half: bool = False, train_config: dict | None = None
+) -> None:
     """Write `path` in one step: the old file stays whole if anything fails midway.
 
+    `train_config` is the TrainConfig the model was trained with (captchakit.train.config), as a dict.
     half=True stores the float weights as float16, half the bytes (the shipped model);
     read_checkpoint turns them back into float32, so nothing else sees a difference.
     """
@@ -55,6 +58,8 @@ def save_checkpoint(path, model: CaptchaCNN, meta: dict, train_state: dict | Non
         "state_dict": weights,
         "meta": plain(meta),
     }
+    if train_config is not None:
+        payload["train_config"] = plain(train_config)
     if train_state is not None:
         payload["train_state"] = {k: v if k in TENSOR_STATE else plain(v) for k, v in train_state.items()}
     # Serialized in memory first, then written by Python: on a full disk torch's own file writer fails
@@ -97,13 +102,13 @@ def _fault_point(tmp: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def read_checkpoint(path, map_location="cpu", flag: str = "--model") -> dict:
-    """Load the dict from `path`, turning every way it can be unusable into a UserError naming `flag`."""
+def read_checkpoint(path, flag: str = "--model") -> dict:
+    """Load the dict from `path` onto the CPU, turning every way it can be unusable into a UserError naming `flag`."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{flag} {path}: file not found; train one with `python captcha_train.py` or pass {flag} PATH")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "GLOBAL" not in str(err):  # a broken byte stream, not a refused class
             raise UserError(f"{flag} {path}: unreadable or truncated (not a pickle); retrain it or restore a good copy") from None
@@ -122,7 +127,7 @@ def model_from_checkpoint(ckpt: dict, path="model.pkl", device="cpu") -> Captcha
     """Rebuild the network from the arguments stored with it and load its weights."""
     try:
         settings = Settings.from_dict(ckpt["settings"])
-        model = build_model(settings, ModelConfig.from_dict(ckpt["model_config"]))
+        model = CaptchaCNN(settings, ModelConfig.from_dict(ckpt["model_config"]))
         model.load_state_dict(ckpt["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         reason = str(err).strip().splitlines()[0][:120]
@@ -132,7 +137,7 @@ def model_from_checkpoint(ckpt: dict, path="model.pkl", device="cpu") -> Captcha
 
 def load_checkpoint(path, device="cpu", test_shifts: int | None = None) -> tuple[CaptchaCNN, dict]:
     """(model in eval mode on `device`, the checkpoint dict); test_shifts: see --test-shifts."""
-    ckpt = read_checkpoint(path, map_location="cpu")
+    ckpt = read_checkpoint(path)
     model = model_from_checkpoint(ckpt, path, device)
     try:
         return with_test_shifts(model, test_shifts), ckpt

@@ -36,9 +36,9 @@ def add_test_shifts_arg(p: argparse.ArgumentParser) -> None:
         type=non_negative_int,
         default=None,
         metavar="K",
-        help="also read each image moved K pixels left and right and average the three readings "
-        "(3 costs 3x the time and cut the errors by about a fifth on the default task; 0 reads once; "
-        "default: what the model was trained with)",
+        help="also read each image moved K pixels left and right and average the three readings: "
+        "a small ensemble, three forward passes per image (3 is a good choice; what it gains: "
+        "docs/BENCHMARKS.md, study item 13; 0 reads once; default: what the model was trained with)",
     )
 
 

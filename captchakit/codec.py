@@ -54,7 +54,7 @@ class LabelCodec:
 
     def encode_batch(self, texts):
         """A list of labels -> LongTensor (N, length)."""
-        import torch
+        import torch  # here, not above: captcha_gen.py and captcha_dataset.py use the codec without torch
 
         return torch.tensor([self.encode(t) for t in texts], dtype=torch.long).reshape(-1, self.length)
 

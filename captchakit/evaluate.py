@@ -1,12 +1,7 @@
-"""Measure a trained model on a labelled folder.
+"""Measure a model on a labelled set: whole-captcha and per-character accuracy, loss.
 
-    python captcha_test.py                          # model.pkl on dataset/test
-    python captcha_test.py --data DIR --json out.json
-    python captcha_test.py --report reports/       # pictures of the mistakes (captcha_report.py)
-    python captcha_test.py --generate 1000         # fresh captchas in the model's settings, no files
-
-The settings (charset, length, image size) come from model.pkl: nothing to retype.
-`evaluate()` here is the same function training calls after every epoch.
+`evaluate()` is the one scoring function: captcha_test.py, the checks after every training
+epoch and captcha_export.py --ship all call it, and captchakit.report analyses what it keeps.
 """
 
 from __future__ import annotations
@@ -17,7 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from captchakit.data.cache import LabelledSet, to_tensor
+from captchakit.data.images import to_tensor
+from captchakit.data.sets import LabelledSet
 
 
 @dataclass
@@ -33,21 +29,11 @@ class EvalResult:
     def summary(self, name: str = "test") -> str:
         return f"{name}: {self.n:,} captchas, {self.accuracy:.2%} exact, {self.char_accuracy:.2%} of characters"
 
-    def to_json(self) -> dict:
-        return {
-            "n": self.n,
-            "accuracy": self.accuracy,
-            "char_accuracy": self.char_accuracy,
-            "loss": self.loss,
-            "position_accuracy": self.position_accuracy,
-        }
-
 
 @torch.inference_mode()
-def evaluate(model, data: LabelledSet, device=None, batch_size: int = 256, keep_predictions: bool = False) -> EvalResult:
-    """Run `model` over every image of `data` in eval mode; exact and per-character accuracy."""
+def evaluate(model, data: LabelledSet, device, batch_size: int = 256, keep_predictions: bool = False) -> EvalResult:
+    """Run `model` on `device` over every image of `data` in eval mode; exact and per-character accuracy."""
     model.eval()
-    device = device or next(model.parameters()).device
     codec = model.codec
     targets = torch.from_numpy(data.targets(codec))  # (N, length)
     k, length = codec.num_classes, codec.length

@@ -2,8 +2,9 @@
 
 The head ends in `length * num_classes` logits: one softmax block per character position
 (one-hot multi-label). Written for a 2-core CPU first: no dropout on convolution feature
-maps (drawing those masks costs about a third of a step on the CPU), stride-2 blocks that
-shrink the map early, and channels_last memory for the fast oneDNN convolution kernels.
+maps (drawing their masks adds to every CPU step: docs/BENCHMARKS.md, study item 1),
+stride-2 blocks that shrink the map early, and channels_last memory for the fast oneDNN
+convolution kernels.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class ModelConfig:
     # One conv block per entry: output channels and stride. For 160x60 the maps are
     # 15x40 (32), 8x20 (64), 8x20 (96), 4x10 (128), 4x10 (192): width is spent where the
     # map is small and cheap; the study in docs/BENCHMARKS.md chose it (96 rather than 128
-    # at 8x20 trains 5-12% faster and reads as well: study item 12).
+    # at 8x20 trains faster and reads as well: study item 12).
     channels: tuple[int, ...] = (32, 64, 96, 128, 192)
     strides: tuple[int, ...] = (2, 2, 1, 2, 1)
     # "attention": each character position pools the columns of the last map with its own
@@ -40,8 +41,9 @@ class ModelConfig:
     hidden: int = 0  # flat head: width of a hidden linear layer before the output, 0 for none
     dropout: float = 0.1  # on the head's inputs only, never on conv maps
     # Out of training, read each image also moved this many pixels sideways and average the
-    # views' log-probabilities per position: (-3, 0, 3) costs 3 forward passes and cut the
-    # errors by a fifth on 6,000 held-out captchas (study item 13). (0,) reads it once.
+    # views' log-probabilities per position: a small ensemble, since each view meets the
+    # stride-16 grid at another phase. (-3, 0, 3) costs 3 forward passes; what it gains is in
+    # docs/BENCHMARKS.md, study item 13. (0,) reads it once.
     test_shifts: tuple[int, ...] = (0,)
 
     def to_dict(self) -> dict:
@@ -162,10 +164,6 @@ def with_test_shifts(model: CaptchaCNN, k: int | None) -> CaptchaCNN:
         check_test_shifts(shifts, model.settings.width)
         model.config = replace(model.config, test_shifts=shifts)
     return model
-
-
-def build_model(settings: Settings, config: ModelConfig | None = None) -> CaptchaCNN:
-    return CaptchaCNN(settings, config)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,14 +1,18 @@
-"""Read captchas with a trained model.
+"""A loaded model that reads captchas: `Recognizer`, its `Prediction`s, and the fast inference copy.
 
-    python captcha_predict.py                      # every image in dataset/predict
-    python captcha_predict.py a.png b.png somedir/ # files and folders
+`captchakit.api.load_model` builds a Recognizer from a model.pkl (or an exported .onnx, through
+captchakit.export.onnx.OnnxRecognizer, which only swaps the `logits` step). Every kind of input
+is read by captchakit.data.images.load_image, as in training.
 
-Prints `file<TAB>prediction<TAB>confidence` per image; where file names carry labels
-(LABEL_*.png), it also says how many were read right. From Python:
-
-    from captchakit.recognizer import load_model, predict
-    model = load_model("model.pkl")
-    text, confidence = predict(model, "captcha.png")   # or model.predict(PIL image / bytes / array)
+For a PyTorch model the Recognizer runs `inference_module(model)`: a copy of the trained
+network, arranged to run fast; the weights and the function stay the same. Two changes, both
+exact up to float rounding:
+- each BatchNorm is folded into the convolution before it (eval mode: BatchNorm is a fixed
+  per-channel scale and shift), so a block is one conv + ReLU, as in the exported ONNX graph;
+  at one image per call most of the time goes to per-layer overhead, which this removes;
+- the weights are stored channels_last, the layout captchakit.data.images.to_tensor gives the
+  input and oneDNN's fast CPU convolutions want.
+The original module stays as it was (evaluate() and export use it); the fast one is a copy.
 """
 
 from __future__ import annotations
@@ -18,18 +22,25 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+from torch import nn
+from torch.fx.experimental.optimization import fuse
 
-from captchakit import settings as cs
-from captchakit.checkpoint import load_checkpoint
-from captchakit.data.cache import is_image_name, load_image, to_tensor
-from captchakit.device import choose_device
-from captchakit.errors import UserError
-from captchakit.infer import inference_module
+from captchakit.data.images import load_image, to_tensor
 
 
 class Prediction(NamedTuple):
     text: str
     confidence: float
+
+
+def inference_module(model: nn.Module) -> nn.Module:
+    """A folded, channels_last copy of `model` for inference, or `model` itself if folding fails."""
+    model.eval()
+    try:
+        fast = fuse(model)  # traces the module and returns a new GraphModule; `model` is untouched
+    except Exception:  # a module torch.fx cannot trace still runs, only without the folding
+        return model
+    return fast.to(memory_format=torch.channels_last).eval()
 
 
 class Recognizer:
@@ -46,7 +57,7 @@ class Recognizer:
         return load_image(image, self.settings.width, self.settings.height)
 
     def logits(self, arrays: np.ndarray) -> torch.Tensor:
-        """The backend step: (N, H, W) uint8 -> (N, length * num_classes) CPU logits (captcha_onnx overrides it)."""
+        """The backend step: (N, H, W) uint8 -> (N, length * num_classes) CPU logits (OnnxRecognizer overrides it)."""
         return self.fast(to_tensor(arrays).to(self.device)).cpu()
 
     @torch.inference_mode()
@@ -64,36 +75,3 @@ class Recognizer:
 
     def predict(self, image) -> Prediction:
         return self.predict_batch([image])[0]
-
-
-def load_model(path=cs.MODEL_PATH, device: str = "auto", test_shifts: int | None = None) -> Recognizer:
-    """Load model.pkl or an exported .onnx (settings included); raises UserError if it is unusable.
-
-    test_shifts=K also reads each image moved K pixels left and right (see --test-shifts)."""
-    if Path(path).suffix.lower() == ".onnx":
-        if test_shifts is not None:
-            raise UserError(f"--test-shifts: {path} is an exported file; export a model.pkl trained or tested with the shifts")
-        from captchakit.export.onnx import load_onnx  # onnxruntime is an optional extra
-
-        return load_onnx(path, device)
-    dev = choose_device(device)
-    model, ckpt = load_checkpoint(path, dev, test_shifts)
-    return Recognizer(model, ckpt, dev, path)
-
-
-def predict(model: Recognizer, image) -> Prediction:
-    """(text, confidence) for one image: a path, bytes, PIL image or uint8 array."""
-    return model.predict(image)
-
-
-def collect_files(paths: list[str]) -> list[Path]:
-    files: list[Path] = []
-    for arg in paths:
-        path = Path(arg)
-        if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.is_file() and is_image_name(p.name))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise UserError(f"{path}: no such file or folder; pass image files or folders of them")
-    return files

@@ -1,11 +1,11 @@
 """The shipped default model, so that a fresh clone can read captchas with no training.
 
-models/default.pkl is a weights-only model.pkl for the default settings; models/default.json
+models/default.pkl is a weights-only model.pkl for the default settings; captchakit/models/default.json
 beside it says how it was made: the training command, the data it saw, its test accuracy,
 and its accuracy on a fixed draw of generated captchas (`generated_check`), which CI measures
 again (tests/test_default_model.py). Both files are written by
 
-    python captcha_export.py --model model.pkl --ship models/default.pkl --command "..." --data-note "..."
+    python captcha_export.py --model model.pkl --ship captchakit/models/default.pkl --command "..." --data-note "..."
 
 captcha_predict.py and captcha_test.py fall back to it when no model.pkl exists, and say so.
 """
@@ -15,9 +15,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from captchakit import settings as cs
+from captchakit.data.synth import draw
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_MODEL = ROOT / "models" / "default.pkl"
@@ -28,6 +27,7 @@ DEFAULT_INFO = DEFAULT_MODEL.with_suffix(".json")
 CHECK_SEED = 20_240_605
 CHECK_COUNT = 500
 CHECK_SPLIT = "default-check"
+CHECK_BATCH = 256  # images per predict_arrays call
 
 
 def shown(path: Path) -> str:
@@ -47,21 +47,12 @@ def resolve_model(path):
     return default
 
 
-def generated_check(recognizer, count: int | None = None, seed: int | None = None, batch_size: int = 256) -> float:
-    """Whole-captcha accuracy of `recognizer` (captcha_predict's API) on `count` seeded captchas."""
-    from captchakit.data.synth import CaptchaFactory
-
-    count = count or CHECK_COUNT
-    seed = CHECK_SEED if seed is None else seed
-    factory = CaptchaFactory(recognizer.settings)
-    codec = recognizer.codec
+def generated_check(recognizer, count: int, seed: int) -> float:
+    """Whole-captcha accuracy of `recognizer` (captcha_predict's API) on `count` seeded captchas of CHECK_SPLIT."""
+    images, labels = draw(recognizer.settings, count, seed, CHECK_SPLIT)
     right = 0
-    for start in range(0, count, batch_size):
-        labels, arrays = [], []
-        for index in range(start, min(start + batch_size, count)):
-            label, image = factory.make_seeded(seed, CHECK_SPLIT, index)
-            labels.append(codec.normalize(label))
-            arrays.append(recognizer.prepare(image))  # captcha_dataset.load_image, as for files
-        preds = recognizer.predict_arrays(np.stack(arrays))
-        right += sum(p.text == label for p, label in zip(preds, labels, strict=True))
+    for start in range(0, count, CHECK_BATCH):
+        preds = recognizer.predict_arrays(images[start : start + CHECK_BATCH])
+        texts = labels[start : start + CHECK_BATCH]
+        right += sum(p.text == recognizer.codec.normalize(t) for p, t in zip(preds, texts, strict=True))
     return right / count

@@ -31,8 +31,8 @@ from captchakit.train import distributed as captcha_distributed  # noqa: E402
 def recording(log_dir: Path):
     plain = captcha_distributed.epoch_batches
 
-    def epoch_batches(data, targets, args, epoch):
-        steps, batch, batches = plain(data, targets, args, epoch)
+    def epoch_batches(data, targets, batch_size, seed, epoch):
+        steps, batch, batches = plain(data, targets, batch_size, seed, epoch)
 
         def logged():
             with open(log_dir / f"rank{os.environ.get('RANK', '0')}.tsv", "a") as log:

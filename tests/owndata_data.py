@@ -6,7 +6,7 @@ import random
 from pathlib import Path
 
 from captcha_setting import Settings
-from captchakit.data.synth import CaptchaFactory, SeededSecrets
+from captchakit.data.synth import captchas
 
 SMALL = Settings(charset="ABC123", length=4, width=64, height=32)
 
@@ -18,11 +18,9 @@ def draw(folder: Path, count: int, settings: Settings = SMALL, seed: int = 0, na
     settings (variable length when min_length < length).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    factory = CaptchaFactory(settings)
     name = name or (lambda label, i: f"{label}_{i:04d}")
     out = {}
-    for i in range(count):
-        label, image = factory.make(SeededSecrets(seed * 100_003 + i))
+    for i, (label, image) in enumerate(captchas(settings, count, seed, "own-data tests")):
         file = f"{name(label, i)}.{ext}"
         (image.convert("RGB") if ext in ("jpg", "bmp") else image).save(folder / file)
         out[file] = label

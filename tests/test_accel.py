@@ -6,7 +6,6 @@ chooses, and that on a CPU it trains bit for bit like the plain fp32 loop.
 
 from __future__ import annotations
 
-import argparse
 import warnings
 
 import numpy as np
@@ -16,18 +15,25 @@ import torch
 import captcha_train
 from captcha_setting import Settings
 from captchakit.codec import LabelCodec
-from captchakit.data.cache import to_tensor
+from captchakit.data.images import to_tensor
 from captchakit.errors import UserError
-from captchakit.model import ModelConfig, build_model
+from captchakit.model import CaptchaCNN, ModelConfig
 from captchakit.train import engine as captcha_accel
 from captchakit.train import loop
+from captchakit.train.config import TrainConfig
 
 CUDA = torch.device("cuda", 0)
 SETTINGS = Settings(charset="0123456789", length=4, width=80, height=32)
 
 
-def train_args(*flags: str) -> argparse.Namespace:
-    return captcha_train.build_parser().parse_args(list(flags))
+def train_config(*flags: str) -> TrainConfig:
+    return TrainConfig.from_args(captcha_train.build_parser().parse_args(list(flags)))
+
+
+def engine_for(net, device, *flags: str) -> captcha_accel.Engine:
+    """make_engine as captcha_train.py calls it with these flags."""
+    config = train_config(*flags)
+    return captcha_accel.make_engine(net, device, config.precision, config.compile)
 
 
 def cuda_engine(monkeypatch, bf16: bool, *flags: str) -> captcha_accel.Engine:
@@ -36,7 +42,7 @@ def cuda_engine(monkeypatch, bf16: bool, *flags: str) -> captcha_accel.Engine:
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)  # restored after the test
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # GradScaler('cuda') warns that CUDA is missing here
-        return captcha_accel.make_engine(torch.nn.Linear(2, 2), CUDA, train_args(*flags))
+        return engine_for(torch.nn.Linear(2, 2), CUDA, *flags)
 
 
 CASES = [(True, "bf16", torch.bfloat16, False), (False, "fp16", torch.float16, True)]
@@ -122,8 +128,8 @@ def test_cuda_batches_cross_as_uint8_from_pinned_memory_without_blocking(monkeyp
 
 
 def test_compile_wraps_the_called_network_and_leaves_the_saved_module_plain():
-    model = build_model(SETTINGS, ModelConfig())
-    engine = captcha_accel.make_engine(model, torch.device("cpu"), train_args("--compile"))
+    model = CaptchaCNN(SETTINGS, ModelConfig())
+    engine = engine_for(model, torch.device("cpu"), "--compile")
     assert engine.net is not model and engine.net._orig_mod is model  # compiled lazily, on the first call
     assert engine.precision == "fp32" and engine.scaler is None
     assert not any(k.startswith("_orig_mod.") for k in model.state_dict())  # model.pkl keeps plain names
@@ -141,17 +147,17 @@ def batches(n: int, seed: int):
 def trained_weights(use_engine: bool) -> tuple[dict, list[float]]:
     """Three steps from seed 0: through the engine (default flags) or the plain fp32 loop."""
     torch.manual_seed(0)
-    model = build_model(SETTINGS, ModelConfig()).to(memory_format=torch.channels_last).train()
-    args = train_args()
-    optimizer, scheduler = loop.make_optimizer(model, args, 3)
-    engine = captcha_accel.make_engine(model, torch.device("cpu"), args) if use_engine else None
+    model = CaptchaCNN(SETTINGS, ModelConfig()).to(memory_format=torch.channels_last).train()
+    config = train_config()
+    optimizer, scheduler = loop.make_optimizer(model, config, 3)
+    engine = engine_for(model, torch.device("cpu")) if use_engine else None
     losses = []
     for images, targets in batches(3, seed=1):
         if engine:
             x, y = engine.to_device(images, targets)
         else:
             x, y = to_tensor(images), torch.from_numpy(targets)
-        losses.append(loop.train_step(model, x, y, optimizer, scheduler, args.label_smoothing, engine))
+        losses.append(loop.train_step(model, x, y, optimizer, scheduler, config.label_smoothing, engine))
     return model.state_dict(), losses
 
 

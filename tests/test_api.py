@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+from conftest import ROOT
 from PIL import Image
 
 import captcha_export
-from captchakit import recognizer
-from captchakit.data.cache import ImageError
-from captchakit.recognizer import Prediction, load_model
+from captchakit import api
+from captchakit.api import load_model
+from captchakit.data.images import ImageError
+from captchakit.recognizer import Prediction
 
 
 @pytest.fixture(scope="module", params=["pkl", "onnx"])
 def model_file(request, tiny_model, tmp_path_factory):
     if request.param == "pkl":
         return tiny_model
-    pytest.importorskip("onnxruntime", reason="ONNX is an optional extra: pip install -r requirements-onnx.txt")
+    pytest.importorskip("onnxruntime", reason='ONNX is an optional extra: pip install -e ".[onnx]"')
     path = tmp_path_factory.mktemp("api") / "model.onnx"
     captcha_export.main(["--model", str(tiny_model), "--onnx", str(path)])
     return path
@@ -81,13 +86,13 @@ def test_a_bad_image_raises_image_error(model_file):
 def test_module_level_predict_is_the_same_call(tiny_model, tiny_data):
     model = load_model(tiny_model, "cpu")
     path = sorted((tiny_data / "predict").iterdir())[0]
-    assert recognizer.predict(model, path) == model.predict(path)
+    assert api.predict(model, path) == model.predict(path)
 
 
 def test_the_fast_inference_copy_computes_what_the_model_computes(tiny_model, tiny_data):
     import torch
 
-    from captchakit.data.cache import to_tensor
+    from captchakit.data.images import to_tensor
 
     model = load_model(tiny_model, "cpu")
     assert model.fast is not model.model  # BatchNorm folded into a copy; the original stays for evaluate()
@@ -97,3 +102,21 @@ def test_the_fast_inference_copy_computes_what_the_model_computes(tiny_model, ti
         want = model.model(to_tensor(arrays))
         assert torch.allclose(model.logits(arrays), want, atol=1e-4, rtol=1e-4)
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.model.modules())
+
+
+PACKAGE_API = """
+import sys
+import captchakit
+assert "torch" not in sys.modules, "import captchakit alone loaded torch"
+from captchakit import Prediction, Recognizer, load_model, predict
+from captchakit import api, recognizer
+assert (load_model, predict) == (api.load_model, api.predict)
+assert (Recognizer, Prediction) == (recognizer.Recognizer, recognizer.Prediction)
+assert sorted(captchakit.__all__) == ["Prediction", "Recognizer", "load_model", "predict"]
+assert not hasattr(captchakit, "no_such_name")
+"""
+
+
+def test_the_package_offers_the_api_and_loads_torch_only_when_it_is_used():
+    result = subprocess.run([sys.executable, "-c", PACKAGE_API], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 import torch
 
@@ -57,18 +55,17 @@ def test_changes_are_small_the_image_stays_recognisable():
 
 def test_strength_zero_leaves_the_batch_untouched():
     x = torch.rand(4, 1, 16, 48)
-    assert augment_batch(x, argparse.Namespace(augment=0.0, seed=0), 1, 0) is x
-    assert augment_batch(x, argparse.Namespace(), 1, 0) is x
-    assert not torch.equal(augment_batch(x, argparse.Namespace(augment=1.0, seed=0), 1, 0), x)
+    assert augment_batch(x, 0.0, 0, 0, 1, 0) is x
+    assert not torch.equal(augment_batch(x, 1.0, 0, 0, 1, 0), x)
 
 
 def test_the_training_hook_shifts_when_not_augmenting():
     x = torch.rand(16, 1, 16, 48)
-    assert augment_batch(x, argparse.Namespace(augment=0.0, shift=0, seed=0), 1, 0) is x
-    shifted = augment_batch(x, argparse.Namespace(augment=0.0, shift=3, seed=0), 1, 0)
+    assert augment_batch(x, 0.0, 0, 0, 1, 0) is x
+    shifted = augment_batch(x, 0.0, 3, 0, 1, 0)
     assert torch.equal(shifted, shift_batch(x, 3, batch_generator(0, 1, 0, "cpu")))
-    augmented = augment_batch(x, argparse.Namespace(augment=1.0, shift=3, seed=0), 1, 0)
-    assert torch.equal(augmented, augment_batch(x, argparse.Namespace(augment=1.0, seed=0), 1, 0))  # --augment shifts already
+    augmented = augment_batch(x, 1.0, 3, 0, 1, 0)
+    assert torch.equal(augmented, augment_batch(x, 1.0, 0, 0, 1, 0))  # --augment shifts already
 
 
 def test_rotation_is_a_rotation_on_wide_images():

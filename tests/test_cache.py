@@ -9,6 +9,8 @@ import pytest
 from captcha_setting import Settings
 from captchakit.codec import LabelCodec
 from captchakit.data import cache as cd
+from captchakit.data.images import load_image
+from captchakit.data.sets import load_labelled
 
 
 @pytest.fixture
@@ -39,7 +41,7 @@ def test_cache_matches_direct_decoding_and_is_reused(folder, decodes):
     first = cd.pack_folder(folder, 160, 60)
     assert decodes["n"] == 40 and first.images.shape == (40, 60, 160) and first.images.dtype == np.uint8
     for name, row in zip(first.names[:5], first.images[:5], strict=True):
-        assert np.array_equal(row, cd.load_image(folder / name, 160, 60))
+        assert np.array_equal(row, load_image(folder / name, 160, 60))
     again = cd.pack_folder(folder, 160, 60)
     assert decodes["n"] == 40, "an unchanged folder must not be decoded again"
     assert again.names == first.names and np.array_equal(np.asarray(again.images), np.asarray(first.images))
@@ -87,7 +89,7 @@ def test_a_corrupt_cache_is_rebuilt_not_trusted(folder, decodes, damage):
 def test_unreadable_files_are_listed_with_a_reason(folder):
     (folder / "BROKEN_000001.png").write_bytes(b"not a png")
     sorted(folder.glob("*.png"))[1].write_bytes(sorted(folder.glob("*.png"))[1].read_bytes()[:200])  # truncated
-    data = cd.load_labelled(folder, LabelCodec(Settings()), "--data")
+    data = load_labelled(folder, LabelCodec(Settings()), "--data")
     reasons = dict(data.skipped)
     assert len(data) == 39 and "BROKEN_000001.png" in reasons and len(reasons) == 2
     assert "skipped 2 unusable file(s)" in data.describe_skipped()

@@ -10,7 +10,7 @@ from owndata_data import draw
 
 import captcha_dataset
 from captchakit.data import folders as own
-from captchakit.data.cache import list_images
+from captchakit.data.images import list_images
 
 
 @pytest.fixture

@@ -13,17 +13,15 @@ import captcha_export
 import captcha_predict
 import captcha_test
 from captchakit import shipped as captcha_default
+from captchakit.api import load_model
 from captchakit.checkpoint import read_checkpoint
-from captchakit.recognizer import load_model
 
 
 def test_shipped_model_keeps_its_recorded_accuracy_on_fresh_captchas():
-    if not captcha_default.DEFAULT_MODEL.exists():
-        pytest.skip("models/default.pkl is not shipped yet: create it with `captcha_export.py --ship` (README, Export and Python API)")
     info = json.loads(captcha_default.DEFAULT_INFO.read_text())
     model_bytes = captcha_default.DEFAULT_MODEL.read_bytes()
     assert len(model_bytes) < 10_000_000, "the shipped model must stay a few MB"
-    assert hashlib.sha256(model_bytes).hexdigest() == info["sha256"], "models/default.json describes another file"
+    assert hashlib.sha256(model_bytes).hexdigest() == info["sha256"], "captchakit/models/default.json describes another file"
     assert "train_state" not in read_checkpoint(captcha_default.DEFAULT_MODEL)
     assert info["command"] and info["data"] and 0 < info["test"]["accuracy"] <= 1
     check = info["generated_check"]

@@ -142,7 +142,7 @@ def test_precision_is_fp32_off_cuda_and_bf16_or_fp16_on_it():
 def test_cpu_engine_is_the_plain_fp32_step():
     """On a CPU the engine adds nothing: no autocast, no scaler, to_tensor's layout."""
     model = torch.nn.Conv2d(1, 2, 3)
-    engine = captcha_accel.make_engine(model, torch.device("cpu"), captcha_train.build_parser().parse_args([]))
+    engine = captcha_accel.make_engine(model, torch.device("cpu"))
     assert engine.precision == "fp32" and engine.scaler is None and engine.net is model
     images = np.arange(2 * 4 * 5, dtype=np.uint8).reshape(2, 4, 5)
     x, y = engine.to_device(images, np.zeros((2, 3), np.int64))
@@ -159,23 +159,22 @@ def as_rank(monkeypatch):
 
 
 def test_rank_0_draws_like_one_process_and_rank_1_augments_and_drops_out_its_own_way(as_rank):
-    args = captcha_train.build_parser().parse_args(["--seed", "5", "--augment"])
     x = torch.rand(4, 1, 32, 80)
     as_rank(0)
     torch.manual_seed(123)
     before = torch.get_rng_state()
-    assert captcha_distributed.rank_randomness(args, 3) is args  # rank 0: nothing reseeded, nothing changed
+    assert captcha_distributed.epoch_seed(5, 3) == 5  # rank 0: nothing reseeded, nothing changed
     assert torch.equal(torch.get_rng_state(), before)
-    rank0 = (augment_batch(x, args, 3, 0), torch.rand(8))
+    rank0 = (augment_batch(x, 1.0, 0, 5, 3, 0), torch.rand(8))
     as_rank(1)
-    drawn = captcha_distributed.rank_randomness(args, 3)
-    assert drawn.seed == 5 + captcha_distributed.RANK_STRIDE and args.seed == 5 and drawn.augment == args.augment
-    rank1 = (augment_batch(x, drawn, 3, 0), torch.rand(8))
+    drawn = captcha_distributed.epoch_seed(5, 3)
+    assert drawn == 5 + captcha_distributed.RANK_STRIDE
+    rank1 = (augment_batch(x, 1.0, 0, drawn, 3, 0), torch.rand(8))
     assert not torch.equal(rank0[0], rank1[0]) and not torch.equal(rank0[1], rank1[1])
     # Seeded by (seed, rank, epoch): a resumed run draws the same, the next epoch draws anew.
-    again = captcha_distributed.rank_randomness(args, 3)
-    assert torch.equal(augment_batch(x, again, 3, 0), rank1[0]) and torch.equal(torch.rand(8), rank1[1])
-    captcha_distributed.rank_randomness(args, 4)
+    again = captcha_distributed.epoch_seed(5, 3)
+    assert torch.equal(augment_batch(x, 1.0, 0, again, 3, 0), rank1[0]) and torch.equal(torch.rand(8), rank1[1])
+    captcha_distributed.epoch_seed(5, 4)
     assert not torch.equal(torch.rand(8), rank1[1])
 
 

@@ -4,13 +4,13 @@ import pytest
 import torch
 
 from captcha_setting import Settings
-from captchakit.model import build_model
+from captchakit.model import CaptchaCNN
 from captchakit.train.ema import WARMUP_STEPS, WeightAverage
 
 
 def test_an_update_moves_the_average_towards_the_weights_by_one_minus_the_decay():
     torch.manual_seed(0)
-    net = build_model(Settings())
+    net = CaptchaCNN(Settings())
     average = WeightAverage(net, decay=0.5)
     before = {k: v.clone() for k, v in average.model.state_dict().items()}
     with torch.no_grad():
@@ -30,7 +30,7 @@ def test_an_update_moves_the_average_towards_the_weights_by_one_minus_the_decay(
 
 
 def test_the_decay_grows_to_the_one_asked_for_and_the_state_round_trips():
-    net = build_model(Settings())
+    net = CaptchaCNN(Settings())
     average = WeightAverage(net, decay=0.9)
     decays = []
     for _ in range(200):
@@ -47,4 +47,4 @@ def test_the_decay_grows_to_the_one_asked_for_and_the_state_round_trips():
 @pytest.mark.parametrize("decay", [0.0, 1.0, -0.5, 2.0])
 def test_a_decay_outside_0_to_1_is_refused(decay):
     with pytest.raises(ValueError, match="between 0 and 1"):
-        WeightAverage(build_model(Settings()), decay)
+        WeightAverage(CaptchaCNN(Settings()), decay)

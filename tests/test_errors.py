@@ -17,7 +17,7 @@ import captcha_test
 import captcha_train
 from captcha_setting import Settings
 from captchakit.checkpoint import read_checkpoint, save_checkpoint
-from captchakit.model import build_model
+from captchakit.model import CaptchaCNN
 
 
 def error_line(result) -> str:
@@ -143,7 +143,7 @@ def test_predict_on_one_unreadable_file(tiny_model, tmp_path, bad_files, name, c
 
 
 def untrained(settings: Settings, path: Path) -> Path:
-    save_checkpoint(path, build_model(settings), {"epoch": 0})
+    save_checkpoint(path, CaptchaCNN(settings), {"epoch": 0})
     return path
 
 

@@ -25,11 +25,11 @@ import captcha_gen
 import captcha_test
 import captcha_train
 from captcha_setting import Settings
-from captchakit.data import synth
+from captchakit.data import synth, writer
 from captchakit.data.cache import pack_folder
 from captchakit.errors import run_cli
 from captchakit.files import TMP_MARK
-from captchakit.train import loop
+from captchakit.train import resume
 
 GEN_COUNTS = {"train": 200, "test": 16, "predict": 8}
 GEN_ARGS = ("--train", 200, "--test", 16, "--predict", 8, "--seed", 5, "--workers", 2)
@@ -42,8 +42,8 @@ EPOCHS = 4
 def check_split(folder: Path, count: int) -> dict[str, bytes]:
     """Exactly IDs 0..count-1, once each, every image whole; no temporaries. Returns name -> bytes."""
     names = sorted(os.listdir(folder))
-    assert not [n for n in names if n.startswith(synth.TMP_PREFIX)], "temporary files left"
-    matches = [synth.NAME_RE.match(n) for n in names]
+    assert not [n for n in names if n.startswith(writer.TMP_PREFIX)], "temporary files left"
+    matches = [writer.NAME_RE.match(n) for n in names]
     assert all(matches), [n for n, m in zip(names, matches, strict=True) if not m]
     ids = sorted(int(m["id"]) for m in matches)
     assert ids == list(range(count)), "missing or duplicated IDs"
@@ -103,7 +103,7 @@ def test_gen_killed_at_a_random_moment_then_rerun_ends_exactly_as_an_unbroken_ru
     assert wait_for(lambda: not any(alive(p) for p in workers), timeout=10), "orphaned pool workers"
     left = [n for s in GEN_COUNTS if (out / s).is_dir() for n in os.listdir(out / s)]
     assert len(left) < sum(GEN_COUNTS.values())
-    temps = sum(n.startswith(synth.TMP_PREFIX) for n in left)
+    temps = sum(n.startswith(writer.TMP_PREFIX) for n in left)
     tally("whole images present when killed", len(left) - temps)
     tally("half-written temporaries left by the kill (removed by the rerun)", temps)
     again = run_script("captcha_gen.py", *GEN_ARGS, "--out", out, logs=logs)
@@ -123,7 +123,7 @@ def test_gen_on_a_full_disk_fails_with_one_line_and_leaves_no_partial_image(tmp_
     last = full.stderr.strip().splitlines()[-1]
     assert last.startswith(f"captcha_gen.py: error: --out {out / 'train'}: cannot write images (File too large); "), last
     leftovers = os.listdir(out / "train")
-    assert not [n for n in leftovers if n.startswith(synth.TMP_PREFIX)]
+    assert not [n for n in leftovers if n.startswith(writer.TMP_PREFIX)]
     for name in leftovers:  # whatever fitted is whole
         with Image.open(out / "train" / name) as image:
             image.load()
@@ -152,7 +152,7 @@ class StuckImage:
             time.sleep(60)  # "still writing" when the pool terminates this worker
             return
         folder = Path(path).parent
-        wait_for(lambda: any(p.name != Path(path).name for p in folder.glob(f"{synth.TMP_PREFIX}*")), timeout=30)
+        wait_for(lambda: any(p.name != Path(path).name for p in folder.glob(f"{writer.TMP_PREFIX}*")), timeout=30)
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
@@ -190,7 +190,7 @@ def train_args(data: Path, model: Path) -> tuple:
 
 
 def run_paths(model: Path) -> TrainRun:
-    return TrainRun(model, loop.run_dir(model) / "last.pkl", loop.run_dir(model) / "history.csv")
+    return TrainRun(model, resume.run_files(model)[0] / "last.pkl", resume.run_files(model)[0] / "history.csv")
 
 
 def load_safely(path: Path) -> dict:
@@ -207,7 +207,7 @@ def history_epochs(path: Path) -> list[int]:
 
 
 def temporaries(model: Path) -> list[Path]:
-    return [p for folder in (model.parent, loop.run_dir(model)) if folder.exists() for p in folder.glob(f".*{TMP_MARK}*")]
+    return [p for folder in (model.parent, resume.run_files(model)[0]) if folder.exists() for p in folder.glob(f".*{TMP_MARK}*")]
 
 
 @pytest.fixture(scope="module")
@@ -316,7 +316,7 @@ def test_train_refuses_to_start_without_room_for_its_checkpoints(tiny_data, tmp_
     model = tmp_path / "model.pkl"
     code, out, err = cli(captcha_train.main, *train_args(tiny_data, model))
     assert code == 2 and ": only 1.0 MB free, about " in err and "MB needed; free some space" in err, err
-    assert "epoch" not in out and not model.exists() and not loop.run_dir(model).joinpath("history.csv").exists()
+    assert "epoch" not in out and not model.exists() and not resume.run_files(model)[0].joinpath("history.csv").exists()
 
 
 # --- Read-only output folders (modes enforced even for root: see script_runner.drop_dac_capabilities) ---
@@ -379,7 +379,7 @@ DISK_FULL_WRITERS = {
 @pytest.mark.parametrize("case", list(DISK_FULL_WRITERS))
 def test_a_full_disk_midway_gives_one_line_and_no_partial_file(case, tiny_data, tiny_model, tmp_path):
     if case == "export --onnx":
-        pytest.importorskip("onnx", reason="ONNX is an optional extra: pip install -r requirements-onnx.txt")
+        pytest.importorskip("onnx", reason='ONNX is an optional extra: pip install -e ".[onnx]"')
     script, make_args, start = DISK_FULL_WRITERS[case]
     out = tmp_path / "out"
     out.mkdir()
@@ -429,9 +429,9 @@ def test_gen_refuses_a_read_only_split_folder_before_drawing(tmp_path):
 
 def test_the_fault_hook_is_inert_unless_set(tmp_path, monkeypatch):
     from captchakit import checkpoint as captcha_checkpoint
-    from captchakit.model import build_model
+    from captchakit.model import CaptchaCNN
 
-    model = build_model(Settings(length=2, width=32, height=16))
+    model = CaptchaCNN(Settings(length=2, width=32, height=16))
     monkeypatch.delenv("CAPTCHA_FAULT", raising=False)
     captcha_checkpoint.save_checkpoint(tmp_path / "a.pkl", model, {})
     monkeypatch.setenv("CAPTCHA_FAULT", "kill-during-save:other.pkl")  # another file's name: no effect here

@@ -12,7 +12,7 @@ import captcha_test
 import captcha_train
 from captcha_setting import Settings
 from captchakit.codec import LabelCodec
-from captchakit.data.cache import load_image
+from captchakit.data.images import load_image
 from captchakit.data.synth import CaptchaFactory
 from captchakit.train import online as captcha_online
 

@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("onnxruntime", reason="ONNX is an optional extra: pip install -r requirements-onnx.txt")
-onnx = pytest.importorskip("onnx", reason="ONNX is an optional extra: pip install -r requirements-onnx.txt")
+pytest.importorskip("onnxruntime", reason='ONNX is an optional extra: pip install -e ".[onnx]"')
+onnx = pytest.importorskip("onnx", reason='ONNX is an optional extra: pip install -e ".[onnx]"')
 
 from conftest import ROOT  # noqa: E402
 
 import captcha_export  # noqa: E402
 import captcha_predict  # noqa: E402
-from captchakit import recognizer  # noqa: E402
+from captchakit import api  # noqa: E402
 from captchakit.checkpoint import read_checkpoint  # noqa: E402
-from captchakit.data.synth import CaptchaFactory, SeededSecrets  # noqa: E402
+from captchakit.data.synth import draw  # noqa: E402
 from captchakit.export import onnx as captcha_onnx  # noqa: E402
 from captchakit.shipped import DEFAULT_MODEL  # noqa: E402
 
@@ -34,11 +34,7 @@ def tiny_onnx(tiny_model, tmp_path_factory):
 
 def generated_arrays(settings, count: int, seed: int) -> np.ndarray:
     """(count, H, W) uint8: seeded captchas drawn in memory, read by load_image."""
-    from captchakit.data.cache import load_image
-
-    factory = CaptchaFactory(settings)
-    images = [factory.make(SeededSecrets(seed * 100_003 + i))[1] for i in range(count)]
-    return np.stack([load_image(img, settings.width, settings.height) for img in images])
+    return draw(settings, count, seed, "tests")[0]
 
 
 def test_export_is_a_checked_onnx_file_with_settings_and_a_free_batch_size(tiny_onnx, tiny_model):
@@ -57,8 +53,8 @@ def test_export_is_a_checked_onnx_file_with_settings_and_a_free_batch_size(tiny_
 
 
 def test_onnx_and_torch_agree_on_generated_captchas(tiny_onnx, tiny_model):
-    torch_model = recognizer.load_model(tiny_model, "cpu")
-    onnx_model = recognizer.load_model(tiny_onnx, "cpu")
+    torch_model = api.load_model(tiny_model, "cpu")
+    onnx_model = api.load_model(tiny_onnx, "cpu")
     arrays = generated_arrays(torch_model.settings, 200, seed=11)
     with torch.inference_mode():
         want = torch_model.logits(arrays)
@@ -88,15 +84,15 @@ def test_slim_copy_has_no_training_state_and_predicts_the_same(tiny_model, tiny_
     assert "train_state" in read_checkpoint(tiny_model) and "train_state" not in read_checkpoint(slim)
     assert slim.stat().st_size < tiny_model.stat().st_size / 2
     images = sorted((tiny_data / "predict").iterdir())[:5]
-    want = recognizer.load_model(tiny_model, "cpu").predict_batch(images)
-    assert recognizer.load_model(slim, "cpu").predict_batch(images) == want
+    want = api.load_model(tiny_model, "cpu").predict_batch(images)
+    assert api.load_model(slim, "cpu").predict_batch(images) == want
 
 
 def test_without_onnxruntime_predict_says_how_to_install_it(tiny_onnx, monkeypatch, cli):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now fails
     code, out, err = cli(captcha_predict.main, "--model", tiny_onnx, "x.png")
     assert code == 2 and out == ""
-    assert err.endswith(f": error: --model {tiny_onnx}: needs the optional package onnxruntime; pip install -r requirements-onnx.txt\n")
+    assert err.endswith(f": error: --model {tiny_onnx}: needs the optional package onnxruntime; {captcha_onnx.INSTALL}\n")
 
 
 def test_failed_export_leaves_the_old_file_and_no_temporary(tiny_model, tmp_path, monkeypatch, cli):
@@ -112,7 +108,7 @@ def test_export_without_onnx_says_how_to_install_it(tiny_model, tmp_path, monkey
     monkeypatch.setitem(sys.modules, "onnx", None)
     out = tmp_path / "m.onnx"
     code, _, err = cli(captcha_export.main, "--model", tiny_model, "--onnx", out)
-    assert code == 2 and err.endswith(f"--onnx {out}: needs the optional package onnx; pip install -r requirements-onnx.txt\n")
+    assert code == 2 and err.endswith(f"--onnx {out}: needs the optional package onnx; {captcha_onnx.INSTALL}\n")
     assert not list(tmp_path.iterdir())
 
 
@@ -159,9 +155,9 @@ def test_int8_export_of_the_shipped_model_reads_like_the_float_one(tmp_path, cli
     code, printed, _ = cli(captcha_export.main, "--model", DEFAULT_MODEL, "--onnx", out, "--int8")
     assert code == 0 and printed.startswith(f"wrote {out} (") and "int8" in printed and "(512 generated captchas)" in printed
     assert [p.name for p in tmp_path.iterdir()] == ["int8.onnx"]  # no float export or temporary left beside it
-    int8 = recognizer.load_model(out, "cpu")
+    int8 = api.load_model(out, "cpu")
     assert int8.metadata["precision"] == "int8" and json.loads(int8.metadata["settings"])["length"] == 4
-    floats = recognizer.load_model(DEFAULT_MODEL, "cpu")
+    floats = api.load_model(DEFAULT_MODEL, "cpu")
     arrays = generated_arrays(floats.settings, 200, seed=5)
     want = [p.text for p in floats.predict_arrays(arrays)]
     got = [p.text for p in int8.predict_arrays(arrays)]
@@ -175,7 +171,7 @@ def test_int8_calibrates_on_a_folder_of_the_users_captchas(tiny_model, tiny_data
     folder = tiny_data / "test"
     code, printed, _ = cli(captcha_export.main, "--model", tiny_model, "--onnx", out, "--int8", "--calibration", folder)
     assert code == 0 and printed.rstrip().endswith(f"calibration images ({folder})")
-    assert len(recognizer.load_model(out, "cpu").predict_batch(sorted(folder.glob("*.png"))[:3])) == 3
+    assert len(api.load_model(out, "cpu").predict_batch(sorted(folder.glob("*.png"))[:3])) == 3
     empty = tmp_path / "empty"
     empty.mkdir()
     code, _, err = cli(captcha_export.main, "--model", tiny_model, "--onnx", out, "--int8", "--calibration", empty)

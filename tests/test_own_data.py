@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import argparse
 import io
 import shutil
 
@@ -20,7 +19,9 @@ from captcha_setting import Settings
 from captchakit.checkpoint import read_checkpoint
 from captchakit.codec import LabelCodec
 from captchakit.data import folders as own
-from captchakit.data.cache import label_from_name, load_image
+from captchakit.data.images import label_from_name, load_image
+from captchakit.train import config, prepare
+from captchakit.train.config import TrainConfig, make_plan
 
 FAST = ["--epochs", "1", "--batch-size", "16", "--threads", "2"]
 
@@ -142,20 +143,18 @@ def test_val_split_errors_are_one_line(named, tmp_path, cli):
 
 def test_size_is_rounded_to_the_stem_and_said(capsys):
     assert [own.round_to(v, 4) for v in (50, 49, 52, 54, 8)] == [52, 48, 52, 56, 16]
-    args = argparse.Namespace(charset=None, length=None, width=None, height=None, min_length=None, ignore_case=False)
-    settings = own.finish_settings(args, Settings(width=200, height=50), stem=4)
+    settings = prepare.finish_settings(TrainConfig(), Settings(width=200, height=50), stem=4)
     assert (settings.width, settings.height) == (200, 52)
     assert "image size 200x52: 200x50 rounded to multiples of the network's stem factor 4" in capsys.readouterr().out
 
 
 def test_small_data_gets_more_epochs_and_augmentation():
     def resolved(n, epochs=None, augment=None, strength=1.0):
-        args = argparse.Namespace(epochs=epochs, augment=augment, augment_strength=strength)
-        own.small_data_defaults(args, n, default_epochs=8)
-        return args.epochs, args.augment
+        plan = make_plan(TrainConfig(epochs=epochs, augment=augment, augment_strength=strength), n)
+        return plan.epochs, plan.augment
 
-    assert resolved(936) == (-(-own.SMALL_DATA_IMAGES // 936), 1.0)
-    assert resolved(50) == (own.MAX_SMALL_EPOCHS, 1.0)
+    assert resolved(936) == (-(-config.SMALL_DATA_IMAGES // 936), 1.0)
+    assert resolved(50) == (config.MAX_SMALL_EPOCHS, 1.0)
     assert resolved(100_000) == (8, 0.0)
     assert resolved(936, epochs=5, augment=False) == (5, 0.0)
     assert resolved(100_000, augment=True, strength=0.5) == (8, 0.5)
@@ -223,7 +222,7 @@ def test_augmentation_is_recorded_and_can_be_turned_off(named, tmp_path, cli):
 
 
 def test_small_data_run_says_how_many_epochs_it_chose(named, tmp_path, cli, monkeypatch):
-    monkeypatch.setattr(own, "MAX_SMALL_EPOCHS", 2)
+    monkeypatch.setattr(config, "MAX_SMALL_EPOCHS", 2)
     model = tmp_path / "m.pkl"
     code, out, _ = cli(
         captcha_train.main, "--train-dir", named, "--val-split", "0.2", "--model", model, "--batch-size", "32", "--threads", "2"

@@ -15,10 +15,10 @@ import captcha_gen
 import captcha_predict
 import captcha_test
 import captcha_train
+from captchakit.api import load_model, predict
 from captchakit.checkpoint import read_checkpoint
-from captchakit.data.cache import load_labelled
 from captchakit.data.labels import write_labels_file
-from captchakit.recognizer import load_model, predict
+from captchakit.data.sets import load_labelled
 from captchakit.train import loop
 
 # "(raw weights ...)" when --ema (the default) checks the moving average.
@@ -207,7 +207,7 @@ def test_bare_resume_continues_the_same_run_on_the_same_data(listed, tmp_path, m
     straight = read_checkpoint(tmp_path / "ref" / "model_run" / "last.pkl")
     for key in ("labels", "val_split", "augment", "epochs"):
         assert resumed["meta"][key] == straight["meta"][key], key
-    assert resumed["train_state"]["args"]["label_smoothing"] == 0.05
+    assert resumed["train_state"]["config"]["label_smoothing"] == 0.05
 
 
 def test_flags_given_on_resume_win_where_they_fit_and_are_refused_where_they_would_break_it(listed, tmp_path, monkeypatch, cli):

@@ -19,8 +19,8 @@ from script_runner import tally
 import captcha_gen
 from captcha_setting import IMAGE_EXTENSIONS, Settings
 from captchakit.codec import LabelCodec, LabelError
-from captchakit.data import synth
-from captchakit.data.cache import is_image_name, label_from_name
+from captchakit.data import writer
+from captchakit.data.images import is_image_name, label_from_name
 from captchakit.data.labels import read_labels_file, write_labels_file
 
 FAST = settings(deadline=None, max_examples=80, suppress_health_check=[HealthCheck.too_slow])
@@ -178,8 +178,8 @@ def test_hidden_files_are_never_read_as_images():
 @given(st.text(string.digits + string.ascii_uppercase + "-+=ÄЖ漢", min_size=1, max_size=8), st.integers(0, 10**7))
 def test_generated_names_parse_back_to_their_label_and_id(label, index):
     # captcha_gen names files LABEL_ID.png and finds existing IDs with its own pattern: both must agree.
-    name = f"{label}_{index:0{synth.id_width(index + 1)}d}.png"
-    match = synth.NAME_RE.match(name)
+    name = f"{label}_{index:0{writer.id_width(index + 1)}d}.png"
+    match = writer.NAME_RE.match(name)
     assert match and match["label"] == label_from_name(name) == label and int(match["id"]) == index
     tally("file names parsed")
 

@@ -17,7 +17,7 @@ from captchakit import evaluate as evaluation
 from captchakit.codec import LabelCodec
 from captchakit.report import analysis as captcha_report
 from captchakit.report import plots as captcha_plots
-from captchakit.train import loop
+from captchakit.train import loop, resume
 
 
 def analysis_of(codec: LabelCodec, labels: list[str], reads: list[str], confidences: list[float]):
@@ -112,7 +112,7 @@ def test_report_writes_four_files_that_agree_with_the_printout(tiny_model, tiny_
 
 
 def test_training_writes_one_history_row_and_a_fresh_curve_every_epoch(tiny_model, tmp_path, monkeypatch):
-    run = loop.run_dir(tiny_model)
+    run = resume.run_files(tiny_model)[0]
     with open(run / "history.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["epoch"] for r in rows] == ["1", "2"]

@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 
 import captcha_server
-from captchakit.recognizer import load_model
+from captchakit.api import load_model
 from captchakit.serve.app import create_app
 from captchakit.serve.input import MAX_SIDE, BadInput, BodyLimit
 

@@ -1,7 +1,6 @@
-"""Labelled image folders, decoded once into a packed uint8 cache.
+"""Image folders, decoded once into a packed uint8 cache.
 
-Every image is read the same way in every script (`load_image`): composited on white,
-converted to grey, resized to the settings' size with bilinear filtering. A folder is
+Every image is read the same way in every script (images.load_image). A folder is
 decoded once into `<folder>/.captcha_cache/WxH.npy` (N, H, W uint8) plus a JSON index; the
 cache is rebuilt whenever the folder's files change and is checked against a CRC before it
 is trusted. Training then reads batches straight from that array: no PNG decoding and no
@@ -11,90 +10,21 @@ per-sample Python work in the hot loop.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import multiprocessing as mp
 import os
-import re
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from captchakit.codec import LabelCodec
-from captchakit.errors import UserError
+from captchakit.data.images import ImageError, list_images, load_image
 from captchakit.files import atomic_path
-from captchakit.settings import IMAGE_EXTENSIONS
 
 CACHE_VERSION = 1
 CACHE_DIR = ".captcha_cache"
-Image.MAX_IMAGE_PIXELS = 50_000_000  # refuse decompression bombs early
-
-
-class ImageError(ValueError):
-    """An input that is not a readable image."""
-
-
-def label_from_name(name: str) -> str:
-    """'AB12_000123.png' -> 'AB12'; 'AB12.png' -> 'AB12'; 'AB12 (2).png' -> 'AB12'.
-
-    The text before the first '_' or white space (labels never hold either, and downloads
-    often add ' (2)' or ' copy' to a name).
-    """
-    stem = Path(name).name
-    stem = stem[: -len(Path(stem).suffix)] if Path(stem).suffix else stem
-    return re.split(r"[_\s]", stem, maxsplit=1)[0]
-
-
-def is_image_name(name: str) -> bool:
-    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
-
-
-def load_image(source, width: int, height: int) -> np.ndarray:
-    """A path, bytes, PIL image or array -> (height, width) uint8, the one way every script reads images."""
-    try:
-        if isinstance(source, np.ndarray):
-            image = Image.fromarray(source)
-        elif isinstance(source, Image.Image):
-            image = source
-        elif isinstance(source, (bytes, bytearray, memoryview)):
-            image = Image.open(io.BytesIO(source))
-        else:
-            image = Image.open(source)
-        image.load()
-        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-            rgba = image.convert("RGBA")
-            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(white, rgba)
-        grey = _high_depth_to_grey(image) if image.mode in ("I", "I;16", "I;16B", "I;16L", "F") else image.convert("L")
-        if grey.size != (width, height):
-            grey = grey.resize((width, height), Image.Resampling.BILINEAR)
-        return np.asarray(grey, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise ImageError(str(err) or type(err).__name__) from None
-
-
-def _high_depth_to_grey(image: Image.Image) -> Image.Image:
-    """16-bit, 32-bit and float grey -> 8-bit; PIL's own convert("L") clips them to white."""
-    a = np.asarray(image, dtype=np.float32)
-    top = 65535.0 if image.mode.startswith("I;16") or a.max() > 255 else 255.0
-    top = 1.0 if image.mode == "F" and a.max() <= 1.0 else top
-    return Image.fromarray(np.clip(a * (255.0 / top), 0, 255).astype(np.uint8))
-
-
-def to_tensor(batch: np.ndarray):
-    """(N, H, W) uint8 -> float tensor (N, 1, H, W) in [0, 1], channels_last for fast CPU convs."""
-    import torch
-
-    x = torch.from_numpy(np.ascontiguousarray(batch)).unsqueeze(1).float().div_(255.0)
-    return x.contiguous(memory_format=torch.channels_last)
-
-
-def list_images(folder: Path) -> list[os.DirEntry]:
-    return sorted((e for e in os.scandir(folder) if e.is_file() and is_image_name(e.name)), key=lambda e: e.name)
 
 
 def _fingerprint(entries: list[os.DirEntry], width: int, height: int) -> str:
@@ -203,70 +133,3 @@ def _fill(images, unreadable, names, results, bar) -> None:
         else:
             images[i] = array
         bar.update()
-
-
-@dataclass
-class LabelledSet:
-    """The usable, labelled images of a folder, as rows of a packed array."""
-
-    folder: Path
-    images: np.ndarray  # (N_all, H, W) uint8
-    rows: np.ndarray  # (N,) indices of usable images
-    names: list[str]  # (N,) file names of the usable images
-    labels: list[str]  # (N,) their labels, normalized by the codec
-    skipped: list[tuple[str, str]]  # (file, reason) for each unusable file
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def batch(self, positions: np.ndarray) -> np.ndarray:
-        """Images at `positions` (indices into this set) -> (B, H, W) uint8."""
-        rows = self.rows[positions]
-        return self.images[rows]
-
-    def targets(self, codec: LabelCodec) -> np.ndarray:
-        """(N, length) int64 class indices, encoded once for the whole set."""
-        return np.asarray([codec.encode(t) for t in self.labels], dtype=np.int64).reshape(-1, codec.length)
-
-    def describe_skipped(self, limit: int = 5) -> str:
-        shown = ", ".join(f"{name} ({reason})" for name, reason in self.skipped[:limit])
-        more = f", and {len(self.skipped) - limit} more" if len(self.skipped) > limit else ""
-        return f"skipped {len(self.skipped):,} unusable file(s) in {self.folder}: {shown}{more}"
-
-
-def check_folder(folder, flag: str) -> Path:
-    folder = Path(folder)
-    if not folder.exists():
-        raise UserError(f"{flag} {folder}: folder not found; generate one with `python captcha_gen.py` or pass another folder")
-    if not folder.is_dir():
-        raise UserError(f"{flag} {folder}: not a folder; pass the folder that holds the images")
-    return folder
-
-
-def load_labelled(
-    folder, codec: LabelCodec, flag: str = "--data", workers: int = 0, quiet: bool = False, labels: dict[str, str] | None = None
-) -> LabelledSet:
-    """Read a folder of LABEL_*.png images for training or testing; a one-line error if none is usable.
-
-    `labels` (file name -> label, from a labels file: captcha_labels.py) replaces the labels in file names.
-    """
-    folder = check_folder(folder, flag)
-    s = codec.settings
-    packed = pack_folder(folder, s.width, s.height, workers=workers, quiet=quiet)
-    rows, names, texts, skipped = [], [], [], []
-    for i, name in enumerate(packed.names):
-        text = label_from_name(name) if labels is None else labels.get(name, "")
-        reason = packed.unreadable.get(name) or (codec.problem(text) if text else "no label")
-        if reason:
-            skipped.append((name, reason))
-            continue
-        rows.append(i)
-        names.append(name)
-        texts.append(codec.normalize(text))
-    if not packed.names:
-        exts = ", ".join(e.lstrip(".") for e in IMAGE_EXTENSIONS)
-        raise UserError(f"{flag} {folder}: no images ({exts}) found; point it at a folder of LABEL_*.png files")
-    data = LabelledSet(folder, packed.images, np.asarray(rows, dtype=np.int64), names, texts, skipped)
-    if not rows:
-        raise UserError(f"{flag} {folder}: none of its {len(packed.names):,} images is usable; first: {data.describe_skipped(1)}")
-    return data

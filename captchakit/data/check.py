@@ -5,7 +5,7 @@
     python captcha_dataset.py split mycaptchas/ --test 0.1 --seed 0          # move into train/ and test/
     python captcha_dataset.py split mycaptchas/ --test 0.1 --link --out split/  # or link, leaving DIR as it is
 
-`check` reads every image the way training does (captcha_dataset.load_image) and reports what a
+`check` reads every image the way training does (images.load_image) and reports what a
 user needs to know first: how many images are usable, their sizes and modes, the label lengths
 and the charset training would infer, characters too rare to learn, files with identical bytes,
 and every unusable file with its reason. `split` uses the same seeded choice as
@@ -18,13 +18,14 @@ import hashlib
 import os
 import shutil
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
 from tqdm import tqdm
 
-from captchakit.data.cache import ImageError, check_folder, list_images, load_image
 from captchakit.data.folders import raw_labels, split_names
+from captchakit.data.images import ImageError, check_folder, list_images, load_image
 from captchakit.data.labels import match_folder, read_labels_file, write_labels_file
 from captchakit.errors import UserError
 from captchakit.files import check_writable_dir
@@ -106,12 +107,27 @@ def check(args) -> int:
         sizes[size] += 1
         modes[mode] += 1
         usable[name] = label
-    _report(folder, args, texts, others, usable, unusable, sizes, modes, by_hash)
+    _report(folder, args, Survey(texts, others, usable, unusable, sizes, modes, by_hash))
     return 0
 
 
-def _report(folder, args, texts, others, usable, unusable, sizes, modes, by_hash) -> None:
+@dataclass
+class Survey:
+    """What `check` found in a folder, for `_report`."""
+
+    texts: dict[str, str]  # every image name -> its label
+    others: list[str]  # files that are not images
+    usable: dict[str, str]  # name -> label of the images training would use
+    unusable: list[tuple[str, str]]  # (name, reason)
+    sizes: Counter  # (width, height) of the usable images
+    modes: Counter  # their PIL modes
+    by_hash: dict[str, list[str]]  # sha1 of the bytes -> names
+
+
+def _report(folder, args, survey: Survey) -> None:
     limit = None if args.all else SHOW
+    texts, others, usable, unusable = survey.texts, survey.others, survey.usable, survey.unusable
+    sizes, modes, by_hash = survey.sizes, survey.modes, survey.by_hash
     print(f"{folder}: {len(texts):,} images, {len(usable):,} usable, {len(unusable):,} unusable")
     if others:
         print(f"other files, ignored: {len(others):,} ({', '.join(sorted(others)[:5])}{', ...' if len(others) > 5 else ''})")

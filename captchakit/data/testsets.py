@@ -1,42 +1,29 @@
-"""Test sets that are not a cached folder: fresh generated captchas, or a list of image files.
+"""captcha_test.py's test sets: a folder (only its held-out part after --val-split), image
+files given one by one, or fresh generated captchas.
 
-Both are built in memory as a LabelledSet, so evaluate() and the report treat them like a
-folder; nothing is written (no cache, no images). Every image goes through
-captcha_dataset.load_image, the preprocessing used everywhere else.
+Files and generated captchas are built in memory as a LabelledSet, so evaluate() and the
+report treat them like a folder; nothing is written (no cache, no images). Every image goes
+through images.load_image, the preprocessing used everywhere else.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-from tqdm import tqdm
-
 from captchakit.codec import LabelCodec
-from captchakit.data.cache import ImageError, LabelledSet, label_from_name, load_image, load_labelled
+from captchakit.data.folders import _abs, folder_labels
+from captchakit.data.images import ImageError, collect_files, label_from_name, load_image
+from captchakit.data.labels import read_labels_file
+from captchakit.data.sets import LabelledSet, in_memory, load_labelled, subset
+from captchakit.data.synth import synth_set
 from captchakit.errors import UserError
 
-
-def _in_memory(source: str, arrays: list[np.ndarray], names: list[str], labels: list[str], skipped) -> LabelledSet:
-    images = np.stack(arrays) if arrays else np.zeros((0, 1, 1), dtype=np.uint8)
-    return LabelledSet(Path(source), images, np.arange(len(arrays), dtype=np.int64), names, labels, skipped)
+GENERATE_SPLIT = "test"  # --generate draws the images of captcha_gen.py's test split with the same --seed
 
 
-def generated_set(codec: LabelCodec, count: int, seed: int | None = None) -> LabelledSet:
-    """`count` captchas drawn by captcha_gen in the model's own settings; `seed` makes them repeatable."""
-    from captchakit.data.synth import CaptchaFactory
-
-    if count < 1:
-        raise UserError(f"--generate {count}: ask for at least 1 captcha")
-    s = codec.settings
-    factory = CaptchaFactory(s)
-    arrays, names, labels = [], [], []
-    for i in tqdm(range(count), desc="generating", unit="img", leave=False, disable=count < 500):
-        label, image = factory.make_seeded(seed, "test", i)
-        arrays.append(load_image(image, s.width, s.height))
-        names.append(f"generated_{i:06d}")
-        labels.append(codec.normalize(label))
-    return _in_memory("<generated>", arrays, names, labels, [])
+def add_test_args(p) -> None:
+    p.add_argument("--labels", metavar="FILE", help="CSV or TSV of filename,label lines for the images (default: labels from file names)")
+    p.add_argument("--all-images", action="store_true", help="test every image, even where training held a validation split out")
 
 
 def files_set(paths: list[Path], codec: LabelCodec, flag: str = "--data", labels_file: dict[str, str] | None = None) -> LabelledSet:
@@ -59,7 +46,7 @@ def files_set(paths: list[Path], codec: LabelCodec, flag: str = "--data", labels
             continue
         names.append(str(path))
         labels.append(label)
-    data = _in_memory(str(paths[0].parent), arrays, names, labels, skipped)
+    data = in_memory(str(paths[0].parent), arrays, names, labels, skipped)
     if not names:
         raise UserError(f"{flag} {paths[0]}: none of the {len(paths)} file(s) is usable; first: {data.describe_skipped(1)}")
     return data
@@ -69,8 +56,6 @@ def load_test_set(paths: list[str], codec: LabelCodec, flag: str = "--data", lab
     """One folder (read through the packed cache), or image files and folders given one by one."""
     if len(paths) == 1 and Path(paths[0]).is_dir():
         return load_labelled(paths[0], codec, flag, labels=labels)
-    from captchakit.recognizer import collect_files
-
     try:
         files = collect_files(paths)
     except UserError as err:
@@ -83,5 +68,34 @@ def load_test_set(paths: list[str], codec: LabelCodec, flag: str = "--data", lab
 def from_args(args, codec: LabelCodec, labels: dict[str, str] | None = None) -> LabelledSet:
     """captcha_test.py's test set: --generate N fresh captchas, else --data (a folder or files)."""
     if args.generate is not None:
-        return generated_set(codec, args.generate, args.seed)
+        if args.generate < 1:
+            raise UserError(f"--generate {args.generate}: ask for at least 1 captcha")
+        return synth_set(codec, args.generate, args.seed, GENERATE_SPLIT)
     return load_test_set(args.data, codec, "--data", labels)
+
+
+def load_test_data(args, codec, meta: dict) -> LabelledSet:
+    """captcha_test.py's set (--data with --labels), only its held-out part when the model was
+    trained with --val-split on that same folder."""
+    paths = args.data if isinstance(args.data, list) else [args.data]
+    one_dir = getattr(args, "generate", None) is None and len(paths) == 1 and Path(paths[0]).is_dir()
+    split = meta.get("val_split") or {}
+    same = one_dir and bool(split) and _abs(paths[0]) == split.get("folder") and not args.all_images
+    labels_path = args.labels
+    if same and not labels_path and meta.get("labels") and Path(meta["labels"]).exists():
+        labels_path = meta["labels"]
+        print(f"labels from {labels_path}, as in training")
+    labels = None
+    if labels_path:
+        labels = folder_labels(paths[0], labels_path) if one_dir else read_labels_file(labels_path).labels
+    data = from_args(args, codec, labels)
+    if not same:
+        return data
+    held = subset(data, split["held_out"])
+    if not len(held):
+        raise UserError(f"--data {paths[0]}: none of the images held out in training is there any more; pass --all-images")
+    print(
+        f"testing only the {len(held):,} images of {data.folder} held out for validation in training "
+        f"(--val-split {split['fraction']}, seed {split['seed']}); --all-images tests every image"
+    )
+    return held

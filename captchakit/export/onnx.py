@@ -6,9 +6,9 @@
 The .onnx file stands alone: the settings (charset, length, image size), the model config
 and a summary of the training meta are stored in its metadata_props, so reading it needs no
 flags. Input `image`: (N, 1, H, W) float32 in [0, 1], exactly what CaptchaCNN takes (images
-are prepared by captcha_dataset.load_image, as for the PyTorch model); output `logits`:
+are prepared by captchakit.data.images.load_image, as for the PyTorch model); output `logits`:
 (N, length * num_classes); N is free. onnx and onnxruntime are an optional extra
-(requirements-onnx.txt): they are imported here only, and only when an ONNX file is used.
+(pyproject.toml's onnx extra): they are imported here only, and only when an ONNX file is used.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from captchakit.codec import LabelCodec
 from captchakit.errors import UserError
@@ -32,7 +33,7 @@ OPSET = 17  # read by every onnxruntime release of the last years
 INPUT, OUTPUT = "image", "logits"
 TOLERANCE = 1e-3  # largest |logit difference| accepted between onnxruntime and PyTorch
 META_KEYS = ("epoch", "epochs", "best_accuracy", "val_accuracy", "val_char_accuracy", "train_images", "train_dir", "elapsed_s", "torch")
-INSTALL = "pip install -r requirements-onnx.txt"
+INSTALL = 'pip install -e ".[onnx]"'  # pyproject.toml's onnx extra, as README.md says
 
 
 def require(module: str, what: str):
@@ -64,8 +65,6 @@ def export_onnx(model, ckpt: dict, path, opset: int = OPSET) -> float | None:
     The file is checked by onnx.checker and, where onnxruntime is installed, run against PyTorch
     before it replaces `path`. Returns that max |logit difference| (None without onnxruntime).
     """
-    import torch
-
     onnx = require("onnx", f"--onnx {path}")
     model = model.cpu().eval()
     s = model.settings
@@ -105,8 +104,6 @@ def compare_with_torch(model, path) -> float | None:
         import onnxruntime as ort
     except ImportError:
         return None
-    import torch
-
     s = model.settings
     x = torch.rand(8, 1, s.height, s.width, generator=torch.Generator().manual_seed(0))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -116,22 +113,23 @@ def compare_with_torch(model, path) -> float | None:
     return float(np.abs(got - want).max())
 
 
-def session_options(ort, threads: int = 0):
+def session_options(ort):
     """Full graph optimisation (fuses Conv+ReLU); one thread per core, no spinning between calls.
 
-    Spinning (onnxruntime's default) keeps idle threads busy-waiting for the next call; with
-    anything else running on the cores it measured 2.8x slower per image (3.9 against 1.4 ms).
+    Spinning (onnxruntime's default) keeps idle threads busy-waiting for the next call: they take
+    the cores from anything else running there (a server's event loop, another process), and every
+    call waits for them. Measured speeds: docs/BENCHMARKS.md, "Inference speed".
     """
     opts = ort.SessionOptions()
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = threads or os.cpu_count() or 1
+    opts.intra_op_num_threads = os.cpu_count() or 1
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     return opts
 
 
-def open_session(path, device: str = "auto", threads: int = 0):
+def open_session(path, device: str = "auto"):
     """(onnxruntime session, metadata dict) for an exported file; a one-line error if unusable."""
     path = Path(path)
     if not path.exists():
@@ -141,7 +139,7 @@ def open_session(path, device: str = "auto", threads: int = 0):
     if device in ("auto", "cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(0, "CUDAExecutionProvider")
     try:
-        session = ort.InferenceSession(str(path), session_options(ort, threads), providers=providers)
+        session = ort.InferenceSession(str(path), session_options(ort), providers=providers)
     except Exception as err:  # onnxruntime raises its own exception types for bad files
         reason = str(err).strip().splitlines()[0][:120] if str(err).strip() else type(err).__name__
         raise UserError(f"--model {path}: not a readable ONNX model ({reason}); export it again") from None
@@ -167,12 +165,10 @@ class OnnxRecognizer(Recognizer):
 
     def logits(self, arrays: np.ndarray):
         """(N, H, W) uint8 -> (N, length * num_classes) logits as a CPU tensor."""
-        import torch
-
         return torch.from_numpy(self.session.run([OUTPUT], {INPUT: onnx_input(arrays)})[0])
 
 
-def load_onnx(path, device: str = "auto", threads: int = 0) -> OnnxRecognizer:
-    """A Recognizer (captcha_predict's API) that runs the ONNX file with onnxruntime."""
-    session, props = open_session(path, device, threads)
+def load_onnx(path, device: str = "auto") -> OnnxRecognizer:
+    """A Recognizer (captchakit.api's load_model gives it for an .onnx) that runs the ONNX file with onnxruntime."""
+    session, props = open_session(path, device)
     return OnnxRecognizer(session, props, path)

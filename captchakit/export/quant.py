@@ -7,9 +7,9 @@ Static quantization with onnxruntime: weights int8 per output channel, activatio
 ranges measured on calibration images (a folder of the user's captchas, or captchas generated
 in the model's style). Two choices are made for CPUs without VNNI (AVX2 only, like the
 project's reference machine): weights keep 7 bits (`reduce_range`), because the AVX2 u8*s8
-multiply saturates 16-bit sums with full 8-bit weights, which wrecked the shipped model
-(0.25% instead of 97.75%); and QOperator nodes (QLinearConv), which onnxruntime runs as fused
-int8 kernels, 1.4x faster there than the same model in QDQ form.
+multiply saturates 16-bit sums with full 8-bit weights, which wrecked the shipped model's
+accuracy; and QOperator nodes (QLinearConv), which onnxruntime runs as fused int8 kernels,
+faster there than the same model in QDQ form ("Inference speed" in docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -19,33 +19,30 @@ from pathlib import Path
 
 import numpy as np
 
+from captchakit.data.images import ImageError, list_images, load_image
+from captchakit.data.synth import draw
 from captchakit.errors import UserError
 from captchakit.export.onnx import INPUT, load_onnx, metadata, onnx_input, require
 from captchakit.files import atomic_path
 
 CALIBRATION_COUNT = 512  # images whose activations set the int8 ranges
 CALIBRATION_BATCH = 64
+CALIBRATION_SEED = 7  # the generated calibration captchas: split "calibration" of this seed
 
 
-def calibration_images(model, folder=None, count: int = CALIBRATION_COUNT, seed: int = 7) -> np.ndarray:
-    """(N, H, W) uint8, as load_image gives them: up to `count` images of `folder`, else generated captchas."""
-    from captchakit.data.cache import ImageError, list_images, load_image
-
+def calibration_images(model, folder=None) -> np.ndarray:
+    """(N, H, W) uint8, as load_image gives them: up to CALIBRATION_COUNT images of `folder`, else generated captchas."""
     s = model.settings
-    if folder is not None:
-        arrays = []
-        for entry in list_images(Path(folder))[:count]:
-            try:
-                arrays.append(load_image(entry.path, s.width, s.height))
-            except ImageError:
-                continue  # an unreadable file only leaves one calibration image out
-        if not arrays:
-            raise UserError(f"--calibration {folder}: no images there; point it at a folder of your captchas")
-    else:
-        from captchakit.data.synth import CaptchaFactory
-
-        factory = CaptchaFactory(s)
-        arrays = [load_image(factory.make_seeded(seed, "calibration", i)[1], s.width, s.height) for i in range(count)]
+    if folder is None:
+        return draw(s, CALIBRATION_COUNT, CALIBRATION_SEED, "calibration")[0]
+    arrays = []
+    for entry in list_images(Path(folder))[:CALIBRATION_COUNT]:
+        try:
+            arrays.append(load_image(entry.path, s.width, s.height))
+        except ImageError:
+            continue  # an unreadable file only leaves one calibration image out
+    if not arrays:
+        raise UserError(f"--calibration {folder}: no images there; point it at a folder of your captchas")
     return np.stack(arrays)
 
 

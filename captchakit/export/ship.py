@@ -3,8 +3,8 @@
     python captcha_export.py --model model.pkl --onnx model.onnx     # for onnxruntime, settings inside
     python captcha_export.py --model model.pkl --onnx fast.onnx --int8   # int8: most images/s on a CPU
     python captcha_export.py --model model.pkl --slim small.pkl      # weights only, no training state
-    python captcha_export.py --model model.pkl --ship models/default.pkl \\
-        --command "python captcha_train.py ..." --test-dir dataset/test  # float16 weights, + models/default.json
+    python captcha_export.py --model model.pkl --ship captchakit/models/default.pkl \\
+        --command "python captcha_train.py ..." --test-dir dataset/test  # float16 weights, + captchakit/models/default.json
 
 Every file is written atomically: a failed export leaves the old file as it was.
 """
@@ -14,13 +14,18 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import tempfile
 from pathlib import Path
 
 from captchakit import settings as cs
 from captchakit import shipped
+from captchakit.api import load_model
 from captchakit.checkpoint import save_checkpoint
+from captchakit.data.sets import load_labelled
 from captchakit.errors import UserError
+from captchakit.evaluate import evaluate
 from captchakit.export.onnx import export_onnx
+from captchakit.export.quant import calibration_images, quantize_onnx
 from captchakit.files import atomic_path
 
 TRAINING_KEYS = ("epoch", "epochs", "best_accuracy", "train_images", "train_dir", "elapsed_s", "torch")
@@ -34,10 +39,6 @@ def write_onnx(model, ckpt: dict, out, opset: int) -> None:
 
 def write_int8(model, ckpt: dict, out, opset: int, calibration) -> None:
     """The float export goes to a temporary file; only the int8 twin lands at `out`."""
-    import tempfile
-
-    from captchakit.export.quant import calibration_images, quantize_onnx
-
     images = calibration_images(model, calibration)
     with tempfile.TemporaryDirectory() as tmp:
         float_path = Path(tmp) / "float.onnx"
@@ -51,7 +52,7 @@ def write_int8(model, ckpt: dict, out, opset: int, calibration) -> None:
 
 
 def write_slim(model, ckpt: dict, out) -> None:
-    save_checkpoint(out, model, ckpt.get("meta", {}))
+    save_checkpoint(out, model, ckpt.get("meta", {}), train_config=ckpt.get("train_config"))
     print(f"wrote {out} ({Path(out).stat().st_size / 1e6:.2f} MB, weights only)")
 
 
@@ -61,10 +62,6 @@ def sha256(path) -> str:
 
 def ship(model, ckpt: dict, args) -> None:
     """The default model: weights-only copy + a .json with its command, data and measured accuracy."""
-    from captchakit.data.cache import load_labelled
-    from captchakit.evaluate import evaluate
-    from captchakit.recognizer import load_model
-
     if not args.command:
         raise UserError('--ship: say how the model was trained with --command "python captcha_train.py ..."')
     if model.settings != cs.DEFAULT:
@@ -73,7 +70,9 @@ def ship(model, ckpt: dict, args) -> None:
     out, info = Path(args.ship), Path(args.ship).with_suffix(".json")
     meta = ckpt.get("meta", {})
     with atomic_path(out, ".pkl") as tmp:  # both files or neither: the .pkl moves in after the .json
-        save_checkpoint(tmp, model, meta, half=True)  # float16 on disk, half the bytes; loaded back as float32
+        save_checkpoint(
+            tmp, model, meta, half=True, train_config=ckpt.get("train_config")
+        )  # float16 on disk, half the bytes; loaded back as float32
         recognizer = load_model(tmp, "cpu")  # measured as shipped: the float16 weights-only file, on the CPU
         result = evaluate(recognizer.model, test, recognizer.device)
         count, seed = shipped.CHECK_COUNT, shipped.CHECK_SEED

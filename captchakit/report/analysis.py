@@ -6,7 +6,7 @@
 labels with the classes the model picked (the "no character" class of variable-length
 labels included), so confusions such as `0 -> O` or `7 -> (none)` are counted exactly as
 evaluate() scores them. The printed lines and metrics.json come from the same Analysis, so
-they cannot disagree. Pictures are drawn by captcha_plots.py (matplotlib, imported lazily).
+they cannot disagree. Pictures are drawn by captchakit.report.plots (matplotlib, imported lazily).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 
 from captchakit.codec import LabelCodec
 from captchakit.files import atomic_path
+from captchakit.report import plots
 
 NONE_NAME = "(none)"  # how the codec's "no character" class is written
 TOP_CONFUSIONS = 10  # confusions printed (metrics.json keeps them all)
@@ -111,11 +112,11 @@ def metrics(result, analysis: Analysis, source: str = "", model: str = "") -> di
     }
 
 
-def report_lines(m: dict, top: int = TOP_CONFUSIONS) -> list[str]:
+def report_lines(m: dict) -> list[str]:
     """The lines printed after the summary, from metrics() so that the JSON agrees with them."""
     positions = "  ".join(f"{i + 1}: {a:.1%}" for i, a in enumerate(m["position_accuracy"]))
     lines = [f"misread: {m['errors']:,} of {m['n']:,} captchas", f"accuracy by position: {positions}"]
-    confusions = m["confusions"][:top]
+    confusions = m["confusions"][:TOP_CONFUSIONS]
     if confusions:
         lines.append(f"most frequent confusions (true -> read), {len(confusions)} of {len(m['confusions'])}:")
         tw, rw = (max(len(c[k]) for c in confusions) for k in ("true", "read"))
@@ -147,12 +148,10 @@ def write_predictions(path, result, analysis: Analysis) -> None:
 
 def write_report(folder, data, result, analysis: Analysis, m: dict) -> dict:
     """errors.png, confusion.png, metrics.json and predictions.csv in `folder`; returns the metrics written."""
-    from captchakit.report import plots as captcha_plots
-
     folder = Path(folder)
     shown = analysis.errors[:GALLERY_LIMIT]
-    captcha_plots.error_gallery(folder / "errors.png", data.batch(np.asarray(shown, dtype=np.int64)), analysis, shown, result)
-    captcha_plots.confusion_figure(folder / "confusion.png", analysis)
+    plots.error_gallery(folder / "errors.png", data.batch(np.asarray(shown, dtype=np.int64)), analysis, shown, result)
+    plots.confusion_figure(folder / "confusion.png", analysis)
     m = {**m, "gallery": {"shown": len(shown), "files": [result.predictions[i][0] for i in shown]}}
     write_predictions(folder / "predictions.csv", result, analysis)
     write_json(folder / "metrics.json", m)

@@ -3,7 +3,7 @@
 matplotlib and torchvision are imported inside the functions, so scripts that never plot
 do not pay for them. Figures are built with matplotlib.figure.Figure and its Agg canvas,
 never pyplot: no global backend is switched and nothing opens a window. Every file is
-written atomically (captcha_util.atomic_path).
+written atomically (captchakit.files.atomic_path).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ BAND = 40  # image pixels of text under each gallery image (two lines)
 GAP = 6  # image pixels between gallery cells
 MARK = "#d62728"  # wrong characters, as read
 TRUE_MARK = "#1a7f37"  # the characters they should have been
+MAX_CLASSES = 40  # confusion.png draws every class up to this many, past it only the confused ones
 
 
 def _figure(width_in: float, height_in: float, **kwargs):
@@ -117,11 +118,11 @@ def _cell_text(ax, x0: float, y0: float, w: int, step: float, fontsize: int, cha
     ax.text(x0 + w - 2, y0 + BAND * 0.75, f"{confidence:.0%}", fontsize=fontsize - 3, color="0.3", ha="right", va="center")
 
 
-def confusion_figure(path, analysis, max_classes: int = 40) -> None:
+def confusion_figure(path, analysis) -> None:
     """confusion.png: how often each true character (row) was read as each other one (column).
 
     The diagonal (read right) is left blank so that the mistakes carry the colour scale; each
-    row's accuracy is written on the right. Past `max_classes` classes only those in some
+    row's accuracy is written on the right. Past MAX_CLASSES classes only those in some
     confusion are drawn.
     """
     from matplotlib.ticker import MaxNLocator
@@ -130,8 +131,8 @@ def confusion_figure(path, analysis, max_classes: int = 40) -> None:
     k = len(matrix)
     off = matrix * (1 - np.eye(k, dtype=matrix.dtype))
     keep = np.arange(k)
-    if k > max_classes:
-        keep = np.flatnonzero(off.sum(0) + off.sum(1)) if off.any() else keep[:max_classes]
+    if k > MAX_CLASSES:
+        keep = np.flatnonzero(off.sum(0) + off.sum(1)) if off.any() else keep[:MAX_CLASSES]
     m, names = off[np.ix_(keep, keep)], [analysis.class_name(int(i)).strip("()") for i in keep]
     size = 2.5 + 0.3 * len(keep)
     fig = _figure(size + 1.6, size, layout="constrained")

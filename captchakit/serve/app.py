@@ -43,8 +43,8 @@ log = logging.getLogger("captcha_server")
 class Batcher:
     """Runs the recognizer on one thread, batching the images of requests that wait together."""
 
-    def __init__(self, recognizer, max_batch: int = MAX_BATCH):
-        self.recognizer, self.max_batch = recognizer, max_batch
+    def __init__(self, recognizer):
+        self.recognizer = recognizer
         self.pending: list[tuple[list, asyncio.Future]] = []
         self.busy = False
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="model")
@@ -61,7 +61,7 @@ class Batcher:
 
     def _take(self) -> list[tuple[list, asyncio.Future]]:
         jobs, count = [], 0
-        while self.pending and (not jobs or count + len(self.pending[0][0]) <= self.max_batch):
+        while self.pending and (not jobs or count + len(self.pending[0][0]) <= MAX_BATCH):
             jobs.append(self.pending.pop(0))
             count += len(jobs[-1][0])
         return jobs
@@ -191,7 +191,6 @@ CSP = "default-src 'self'; img-src 'self' blob: data:; style-src 'unsafe-inline'
 def create_app(recognizer, max_bytes: int = 1 << 20, max_images: int = MAX_BATCH, save_dir=None):
     """The ASGI app around a loaded recognizer (anything with predict_batch)."""
     service = Service(recognizer, max_images, Path(save_dir) if save_dir else None)
-    page = PAGE.read_text(encoding="utf-8")
     app = FastAPIOffline(
         title="Captcha reader",
         version="1",
@@ -199,6 +198,14 @@ def create_app(recognizer, max_bytes: int = 1 << 20, max_images: int = MAX_BATCH
     )
     app.add_middleware(BodyLimit, max_bytes=max_bytes)
     add_error_handlers(app)
+    add_api_routes(app, service)
+    add_page_routes(app, service, PAGE.read_text(encoding="utf-8"))
+    app.state.service = service
+    return app
+
+
+def add_api_routes(app, service: Service) -> None:
+    """POST /predict (the JSON API) and POST /b (the classic API)."""
 
     @app.post("/predict", response_model=Prediction | list[Prediction], responses=ERRORS, openapi_extra=PREDICT_BODY)
     async def predict(request: Request):
@@ -221,6 +228,10 @@ def create_app(recognizer, max_bytes: int = 1 << 20, max_images: int = MAX_BATCH
         ms = int((time.perf_counter() - start) * 1000)
         return JSONResponse({"value": text, "time": str(int(time.time())), "speed_time(ms)": ms})
 
+
+def add_page_routes(app, service: Service, page: str) -> None:
+    """GET /health and the web page at /."""
+
     @app.get("/health", response_model=Health)
     async def health():
         """Liveness and what is loaded."""
@@ -229,9 +240,6 @@ def create_app(recognizer, max_bytes: int = 1 << 20, max_images: int = MAX_BATCH
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index():
         return HTMLResponse(page, headers={"content-security-policy": CSP})
-
-    app.state.service = service
-    return app
 
 
 def bind(host: str, port: int) -> socket.socket:

@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from captchakit.data.cache import ImageError, load_image
+from captchakit.data.images import ImageError, load_image
 
 # Captchas are a few hundred pixels wide: anything far bigger is a mistake or an attack. The
 # header is checked against these before a single pixel is decoded.

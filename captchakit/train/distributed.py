@@ -17,7 +17,7 @@ images), while rank 0 draws exactly what a single process would.
 
 from __future__ import annotations
 
-import argparse
+import atexit
 import contextlib
 import os
 import sys
@@ -57,10 +57,6 @@ def world_size() -> int:
     return _rank.world
 
 
-def rank() -> int:
-    return _rank.rank
-
-
 def is_main() -> bool:
     return _rank.rank == 0
 
@@ -93,8 +89,6 @@ def setup(device: torch.device) -> torch.device:
         # device_id binds NCCL to this rank's GPU at once, instead of guessing it at the first collective.
         bind = {"device_id": device} if device.type == "cuda" else {}
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT, **bind)
-        import atexit
-
         atexit.register(cleanup)
     if not is_main():
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
@@ -193,18 +187,18 @@ def rank_seed(seed: int, rank: int | None = None) -> int:
     return seed + (_rank.rank if rank is None else rank) * RANK_STRIDE
 
 
-def rank_randomness(args, epoch: int):
-    """Per-rank random streams for one epoch; returns the args that augmentation should read.
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed this rank augments with in epoch `epoch`; ranks above 0 also reseed torch (dropout).
 
     All ranks start from the same --seed (DDP needs the same initial weights), so without this
     every rank would augment its batch and drop its features with the same random draws. Ranks
-    above 0 get their own --seed for augmentation and reseed torch's generator (dropout) from
-    (seed, rank, epoch), which --resume reproduces; rank 0 and a single process are untouched.
+    above 0 get a seed of their own and reseed torch's generator from (seed, rank, epoch), which
+    --resume reproduces; rank 0 and a single process are untouched.
     """
     if _rank.rank == 0:
-        return args
-    torch.manual_seed((rank_seed(args.seed) * RANK_STRIDE + epoch) % 2**63)
-    return argparse.Namespace(**{**vars(args), "seed": rank_seed(args.seed)})
+        return seed
+    torch.manual_seed((rank_seed(seed) * RANK_STRIDE + epoch) % 2**63)
+    return rank_seed(seed)
 
 
 # --- Shards: each rank trains on its own part of the epoch. ---
@@ -235,13 +229,13 @@ class EpochPlan(NamedTuple):
     batches: object  # iterable of (images (B, H, W) uint8, targets (B, length) int64)
 
 
-def epoch_batches(data, targets: np.ndarray | None, args, epoch: int) -> EpochPlan:
+def epoch_batches(data, targets: np.ndarray | None, batch_size: int, seed: int, epoch: int) -> EpochPlan:
     """This rank's batches for one epoch: generated (--online) or drawn from the packed set."""
-    if hasattr(data, "epoch_plan"):  # captcha_online.OnlineSet
-        return data.epoch_plan(epoch, args.batch_size, _rank.rank, _rank.world)
+    if hasattr(data, "epoch_plan"):  # captchakit.train.online.OnlineSet
+        return data.epoch_plan(epoch, batch_size, _rank.rank, _rank.world)
     # The same seeded permutation on every rank, then each rank keeps its own shard.
-    order = shard(np.random.default_rng([args.seed, epoch]).permutation(len(data)))
-    batch = max(min(args.batch_size, len(order)), 1)
+    order = shard(np.random.default_rng([seed, epoch]).permutation(len(data)))
+    batch = max(min(batch_size, len(order)), 1)
     steps = len(order) // batch
 
     def batches():
@@ -252,14 +246,10 @@ def epoch_batches(data, targets: np.ndarray | None, args, epoch: int) -> EpochPl
     return EpochPlan(steps, batch, batches())
 
 
-def restore_args(args, saved: dict) -> None:
-    """On --resume: refuse another process count (the schedule's length depends on it); keep the data source."""
-    before = saved.get("world_size", 1)
+def check_world(before: int) -> None:
+    """On --resume: refuse another process count (the schedule's length depends on it)."""
     if before != _rank.world:
         raise UserError(
             f"--resume: the run was started with {before} process(es) and this one has {_rank.world}; "
             f"resume it with the same total (torchrun --nproc_per_node x --nnodes = {before})"
         )
-    for name in ("online", "online_size"):
-        if name in saved:
-            setattr(args, name, saved[name])

@@ -2,10 +2,10 @@
 
 Why: while the one-cycle schedule's learning rate is high the raw weights wobble from step to
 step; the average over the last few hundred steps reads fresh captchas far better mid-run
-(97.25% against 94.50% after 2 of the default 8 epochs, docs/BENCHMARKS.md) and as well at
-the end, so the model that is checked and saved is the average. On by default. BatchNorm's
-running statistics are averaged the same way, so the average is a complete network that
-evaluate() and save_checkpoint() take like any other.
+and as well at the end (study item 11 in docs/BENCHMARKS.md), so the model that is checked
+and saved is the average. On by default. BatchNorm's running statistics are averaged the
+same way, so the average is a complete network that evaluate() and save_checkpoint() take
+like any other.
 """
 
 from __future__ import annotations
@@ -16,16 +16,6 @@ import torch
 
 DECAY = 0.998  # weight of the old average per step: it spans about 1 / (1 - DECAY) = 500 steps
 WARMUP_STEPS = 10  # early on the decay is (1 + t) / (WARMUP_STEPS + t): the average forgets the random start quickly
-
-
-def add_args(group) -> None:
-    group.add_argument(
-        "--ema",
-        type=float,
-        default=DECAY,
-        metavar="DECAY",
-        help="check and save a moving average of the weights with this decay per step; 0 turns it off (default: %(default)s)",
-    )
 
 
 class WeightAverage:

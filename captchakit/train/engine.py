@@ -20,23 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from captchakit.data.cache import to_tensor
+from captchakit.data.images import to_tensor
 from captchakit.errors import UserError
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def add_args(parser) -> None:
-    g = parser.add_argument_group("scale out (torchrun, GPU)")
-    g.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        default="auto",
-        help="auto: on CUDA, bf16 autocast where the GPU supports it, else fp16 with a gradient scaler; "
-        "fp32 on CPU and MPS (default: %(default)s)",
-    )
-    g.add_argument("--compile", action="store_true", help="compile the network with torch.compile (slower on a small CPU; try it on GPUs)")
 
 
 def resolve_precision(choice: str, device: torch.device, bf16_ok: bool | None = None) -> str:
@@ -96,12 +84,12 @@ class Engine:
         return f"{self.precision}{' + GradScaler' if self.scaler else ''}, {net}"
 
 
-def make_engine(net: torch.nn.Module, device: torch.device, args) -> Engine:
+def make_engine(net: torch.nn.Module, device: torch.device, precision: str = "auto", compile: bool = False) -> Engine:
     """From --precision and --compile; `net` is the model as the loop calls it (maybe DDP-wrapped)."""
-    precision = resolve_precision(getattr(args, "precision", "auto"), device)
+    precision = resolve_precision(precision, device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # one image size: let cuDNN time its kernels once
-    if getattr(args, "compile", False):
+    if compile:
         net = torch.compile(net)
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     return Engine(net, device, precision, scaler)

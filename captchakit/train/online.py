@@ -1,8 +1,8 @@
 """`captcha_train.py --online`: train on captchas drawn fresh every epoch, with no files.
 
 Worker processes (a torch DataLoader over an IterableDataset, `--workers N`) draw captchas
-with captcha_gen.CaptchaFactory in the model's settings and read each PIL image with
-captcha_dataset.load_image, the preprocessing used everywhere else, so a model trained
+with captchakit.data.synth.CaptchaFactory in the model's settings and read each PIL image with
+captchakit.data.images.load_image, the preprocessing used everywhere else, so a model trained
 online sees exactly the pixels that a generated PNG gives it in test and predict. They
 yield uint8 batches (B, H, W) with their targets (B, length).
 
@@ -12,9 +12,9 @@ indices [r * n, (r + 1) * n) of the epoch, so ranks never share an image and tog
 what one process would. Validation uses --val-dir, or, when that folder does not exist, a
 fixed set of --online-val generated captchas (split "online-val", seed VAL_SEED).
 
-On a 2-core CPU a worker draws about 250 images/s and the model trains on about 420 images/s,
-but both share the two cores: online training runs at about 0.4x the packed-cache rate. See
-"Online generation" in docs/BENCHMARKS.md before choosing it there.
+On a small CPU the drawing workers and the training share the same cores, so online training
+runs well below the packed-cache rate: see "Online generation" in docs/BENCHMARKS.md before
+choosing it there.
 """
 
 from __future__ import annotations
@@ -24,43 +24,20 @@ from pathlib import Path
 
 import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from tqdm import tqdm
 
 from captchakit import settings as cs
 from captchakit.codec import LabelCodec
-from captchakit.data import folders as own
-from captchakit.data.cache import LabelledSet, load_image, load_labelled
+from captchakit.data.folders import folder_labels
+from captchakit.data.images import load_image
+from captchakit.data.sets import LabelledSet, load_labelled
+from captchakit.data.synth import CaptchaFactory, synth_set
 from captchakit.errors import UserError
 from captchakit.settings import Settings
 from captchakit.train import distributed as distributed
+from captchakit.train.config import TrainConfig
 from captchakit.train.distributed import EpochPlan
 
-ONLINE_VAL = 2_000  # generated validation captchas when --val-dir does not exist
 VAL_SEED = 0  # fixed, so runs with different --seed are checked on the same captchas
-VAL_BATCH = 250
-
-
-def add_args(parser) -> None:
-    g = parser.add_argument_group("online generation (no files)")
-    g.add_argument(
-        "--online",
-        action="store_true",
-        help="train on captchas generated fresh every epoch by --workers processes instead of --train-dir",
-    )
-    g.add_argument(
-        "--online-size",
-        type=int,
-        default=cs.TRAIN_COUNT,
-        metavar="N",
-        help="with --online: captchas per epoch, over all processes (default: %(default)s, the size of the default training set)",
-    )
-    g.add_argument(
-        "--online-val",
-        type=int,
-        default=ONLINE_VAL,
-        metavar="N",
-        help=f"with --online and no --val-dir folder: check on N generated captchas, seed {VAL_SEED} (default: %(default)s)",
-    )
 
 
 def default_workers(workers: int) -> int:
@@ -86,8 +63,6 @@ class CaptchaStream(IterableDataset):
         return -(-self.count // self.batch)
 
     def __iter__(self):
-        from captchakit.data.synth import CaptchaFactory
-
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         s = self.settings
@@ -134,42 +109,21 @@ class OnlineSet:
         return EpochPlan(steps, batch, stream_batches(stream, self.workers))
 
 
-def generated_set(settings: Settings, count: int, seed: int, workers: int, split: str = "online-val") -> LabelledSet:
-    """`count` captchas of `split` in memory, as a LabelledSet that evaluate() reads like a folder."""
-    codec = LabelCodec(settings)
-    stream = CaptchaStream(settings, seed, split, 0, count, VAL_BATCH)
-    images, labels = [], []
-    bar = tqdm(total=count, desc="generating validation set", unit="img", leave=False, disable=not distributed.is_main())
-    for batch, targets in stream_batches(stream, workers):
-        images.append(batch.copy())
-        labels += [codec.decode_indices(row) for row in targets.tolist()]
-        bar.update(len(batch))
-    bar.close()
-    names = [f"{label}_{i:06d}" for i, label in enumerate(labels)]
-    source = Path(f"<{count:,} generated captchas, seed {seed}>")
-    return LabelledSet(source, np.concatenate(images), np.arange(count, dtype=np.int64), names, labels, [])
-
-
-def settings_for(args, stem: int) -> Settings:
-    """Without a training folder to read them off, the settings are the flags over the defaults."""
-    return own.finish_settings(args, Settings(), stem)
-
-
-def load_train_val(args, codec, default_epochs: int, workers: int = 0):
-    """captcha_train.py's (train, val) for --online; fills args.epochs/augment/data_meta like own.load_train_val."""
-    for flag, value in (("--online-size", args.online_size), ("--online-val", args.online_val)):
+def load_train_val(config: TrainConfig, codec: LabelCodec) -> tuple[OnlineSet, LabelledSet, dict]:
+    """captcha_train.py's (train, validation, data record) for --online."""
+    for flag, value in (("--online-size", config.online_size), ("--online-val", config.online_val)):
         if value < 1:
             raise UserError(f"{flag} {value}: use at least 1")
-    workers = default_workers(workers)
-    train = OnlineSet(codec.settings, args.online_size, args.seed, workers)
-    if Path(args.val_dir).is_dir():
-        val = load_labelled(args.val_dir, codec, "--val-dir", labels=own.folder_labels(args.val_dir, args.val_labels, "--val-labels"))
+    workers = default_workers(config.workers)
+    train = OnlineSet(codec.settings, config.online_size, config.seed, workers)
+    if Path(config.val_dir).is_dir():
+        labels = folder_labels(config.val_dir, config.val_labels, "--val-labels")
+        val = load_labelled(config.val_dir, codec, "--val-dir", labels=labels)
     elif distributed.is_main():
-        print(f"--val-dir {args.val_dir}: no such folder; checking on {args.online_val:,} generated captchas (seed {VAL_SEED})")
-        val = generated_set(codec.settings, args.online_val, VAL_SEED, workers)
+        print(f"--val-dir {config.val_dir}: no such folder; checking on {config.online_val:,} generated captchas (seed {VAL_SEED})")
+        val = synth_set(
+            codec, config.online_val, VAL_SEED, "online-val", source=f"<{config.online_val:,} generated captchas, seed {VAL_SEED}>"
+        )
     else:  # only rank 0 evaluates
         val = LabelledSet(Path("<rank 0 only>"), np.zeros((0, 1, 1), np.uint8), np.zeros(0, np.int64), [], [], [])
-    # Fresh data every epoch: the big-data recipe (default epochs, no augmentation unless asked).
-    own.small_data_defaults(args, max(args.online_size, own.SMALL_DATA), default_epochs)
-    args.data_meta = {"online": True, "online_size": args.online_size, "augment": args.augment}
-    return train, val
+    return train, val, {"online": True, "online_size": config.online_size}

@@ -19,17 +19,18 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import fields, replace
 from pathlib import Path
 
+from captchakit.checkpoint import read_checkpoint
 from captchakit.errors import UserError
 from captchakit.settings import Settings
+from captchakit.train.config import SHIFT, Plan, TrainConfig
 
 # This machine's choices, not the run's: never read back.
-MACHINE = frozenset({"resume", "model", "device", "threads", "workers", "precision", "compile"})
-# Not flags: what captcha_train.py adds to its args.
-NOT_FLAGS = frozenset({"world_size", "data_meta", "start_dir"})
-# The run's recipe: the schedule and the optimizer state depend on it.
-RECIPE = ("epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "seed", "model_config", "init_from")
+MACHINE = frozenset({"resume", "model", "device", "threads", "workers", "precision", "compile", "start_dir"})
+# The run's recipe and data source: the schedule and the optimizer state depend on them.
+RECIPE = ("epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "seed", "model_config", "init_from", "online", "online_size")
 SETTINGS = ("charset", "length", "width", "height", "min_length", "ignore_case")
 # Flags that name files: relative ones are read from the folder the run was started in.
 PATHS = ("train_dir", "val_dir", "labels", "val_labels", "init_from")
@@ -46,19 +47,55 @@ def given_flags(parser: argparse.ArgumentParser, argv: list[str] | None) -> dict
     return vars(parser.parse_args(argv))
 
 
-def restore_args(args, saved: dict, given: dict, settings: Settings) -> None:
-    """Set `args` to the interrupted run's flags (`saved`), keeping those given now where they fit."""
-    start_dir = saved.get("start_dir")
-    for dest, value in saved.items():
-        if dest in MACHINE or dest in NOT_FLAGS or not hasattr(args, dest):
+def run_files(model_path) -> tuple[Path, Path]:
+    """model.pkl -> (model_run/, model_run/last.pkl): where the resumable state and the history live."""
+    path = Path(model_path)
+    folder = path.with_name(path.stem + "_run")
+    return folder, folder / "last.pkl"
+
+
+def load_state(model_path) -> tuple[dict, Path]:
+    """The interrupted run's checkpoint: its last complete epoch, else the best model's state."""
+    last = run_files(model_path)[1]
+    path = last if last.exists() else Path(model_path)
+    if not path.exists():
+        raise UserError(f"--resume: nothing to resume at {last} or {model_path}; start without --resume")
+    ckpt = read_checkpoint(path)
+    if "train_state" not in ckpt:
+        raise UserError(f"--resume: {path} holds no training state; start without --resume")
+    return ckpt, path
+
+
+def saved_run(state: dict) -> tuple[TrainConfig, Plan]:
+    """The interrupted run's config and plan; a run saved before TrainConfig kept its flags as `args`."""
+    if "config" in state:
+        return TrainConfig.from_dict(state["config"]), Plan.from_dict(state["plan"])
+    args = dict(state.get("args") or {})
+    if "epochs" not in args:
+        raise UserError("--resume: the saved run holds no flags this version can read; start it again without --resume")
+    augment = float(args.get("augment") or 0.0)  # that version stored the strength it had chosen
+    shift = 0 if augment else int(args.get("shift", SHIFT))
+    plan = Plan(int(args["epochs"]), augment, shift, int(args.get("world_size", 1)))
+    config = TrainConfig.from_dict({**args, "augment": bool(augment), "start_dir": args.get("start_dir") or ""})
+    return config, plan
+
+
+def merge(saved: TrainConfig, plan: Plan, now: TrainConfig, given: dict, settings: Settings) -> TrainConfig:
+    """The interrupted run's config, with the flags given now where they fit and this machine's choices.
+
+    The epochs become the planned ones: the schedule was built for them."""
+    changes = {}
+    for field in fields(TrainConfig):
+        dest, value = field.name, getattr(saved, field.name)
+        if dest in MACHINE:
             continue
         if dest in given:
-            refuse_change(dest, given[dest], value, settings)
+            refuse_change(dest, given[dest], plan.epochs if dest == "epochs" else value, settings)
             continue
-        if dest in PATHS and value and start_dir and not Path(value).is_absolute():
-            value = str(Path(start_dir) / value)  # the run may be resumed from another folder
-        setattr(args, dest, value)
-    args.start_dir = start_dir or args.start_dir
+        if dest in PATHS and value and saved.start_dir and not Path(value).is_absolute():
+            value = str(Path(saved.start_dir) / value)  # the run may be resumed from another folder
+        changes[dest] = value
+    return replace(now, **{**changes, "epochs": plan.epochs, "start_dir": saved.start_dir or now.start_dir})
 
 
 def refuse_change(dest: str, value, saved, settings: Settings) -> None:

@@ -1,0 +1,139 @@
+"""What a training run is asked to do (`TrainConfig`, from the flags) and what it decided (`Plan`).
+
+`TrainConfig` is built once from captcha_train.py's flags (or from an interrupted run and the
+flags named again on --resume) and never changed afterwards: a field left None is read off the
+data. What the run then decides from the data (epochs and augmentation for a small data set,
+the process count) is a `Plan`. Both are stored in model.pkl, so a resumed run and a reader of
+the file see what was asked and what was done.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from captchakit import settings as cs
+from captchakit.errors import UserError
+from captchakit.model import ModelConfig
+from captchakit.train.ema import DECAY as EMA_DECAY
+
+# The recipe chosen by the study in docs/BENCHMARKS.md ("Time to accuracy").
+EPOCHS = 8
+BATCH_SIZE = 128
+LR = 3e-3
+WEIGHT_DECAY = 0.2  # study item 14: 0.2 rather than 0.05 on 100,000 captchas, 0.8 too much
+LABEL_SMOOTHING = 0.1
+WARMUP = 0.15  # share of the steps spent warming the learning rate up
+SHIFT = 3  # study item 13: whole-pixel sideways moves when not augmenting
+
+# Small data sets: augmentation on and more epochs, so that a few thousand images are not learned by heart.
+SMALL_DATA = 20_000  # fewer training images than this: augmentation on, epochs from SMALL_DATA_IMAGES
+SMALL_DATA_IMAGES = 240_000  # images a small-data run sees in all (epochs = this / training images)
+MAX_SMALL_EPOCHS = 400
+
+ONLINE_VAL = 2_000  # generated validation captchas of --online when --val-dir does not exist
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """captcha_train.py's flags, one field each (the flag is --field-name)."""
+
+    # Data: a folder (or --online generation) to train on, and what checks each epoch.
+    train_dir: str = cs.TRAIN_DATASET_PATH
+    val_dir: str = cs.TEST_DATASET_PATH
+    labels: str | None = None
+    val_labels: str | None = None
+    val_split: float | None = None
+    split_seed: int | None = None
+    online: bool = False
+    online_size: int = cs.TRAIN_COUNT
+    online_val: int = ONLINE_VAL
+    # The captcha settings; None: read off the training data (or the defaults for --online).
+    charset: str | None = None
+    length: int | None = None
+    width: int | None = None
+    height: int | None = None
+    min_length: int | None = None
+    ignore_case: bool = False
+    # The network and where its weights start.
+    model_config: str | None = None  # JSON of ModelConfig fields to override
+    init_from: str | None = None
+    # The recipe; epochs and augment None: chosen from the data size (Plan).
+    epochs: int | None = None
+    batch_size: int = BATCH_SIZE
+    lr: float = LR
+    weight_decay: float = WEIGHT_DECAY
+    label_smoothing: float = LABEL_SMOOTHING
+    seed: int = 0
+    augment: bool | None = None
+    augment_strength: float = 1.0
+    shift: int = SHIFT
+    ema: float = EMA_DECAY  # study item 11
+    target_acc: float | None = None
+    # Output, and this machine's choices (never restored by --resume).
+    model: str = cs.MODEL_PATH
+    resume: bool = False
+    device: str = "auto"
+    workers: int = 0
+    threads: int = 0
+    precision: str = "auto"
+    compile: bool = False
+    start_dir: str = ""  # the folder the run started in: relative paths are read from there on --resume
+
+    @classmethod
+    def from_args(cls, args, start_dir: str | None = None) -> TrainConfig:
+        """From parsed flags; fields the parser does not have keep their defaults."""
+        values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+        return cls(**{**values, "start_dir": start_dir if start_dir is not None else str(Path.cwd())})
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def network(self) -> ModelConfig:
+        """The ModelConfig: the defaults with --model-config's JSON fields over them."""
+        if not self.model_config:
+            return ModelConfig()
+        try:
+            changes = json.loads(self.model_config)
+            return ModelConfig.from_dict({**ModelConfig().to_dict(), **changes})
+        except (ValueError, TypeError) as err:
+            raise UserError(f"--model-config: not a valid JSON object of ModelConfig fields ({err})") from None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the run decided: the epochs, the augmentation strength (0: off), the sideways shift, the processes."""
+
+    epochs: int
+    augment: float
+    shift: int
+    world_size: int = 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Plan:
+        return cls(int(data["epochs"]), float(data["augment"]), int(data["shift"]), int(data.get("world_size", 1)))
+
+
+def make_plan(config: TrainConfig, n_train: int, world_size: int = 1) -> Plan:
+    """Epochs and augmentation left open on the command line, chosen from the data size.
+
+    An --online run draws fresh captchas every epoch: it gets the big-data recipe."""
+    small = n_train < SMALL_DATA and not config.online
+    epochs = config.epochs
+    if epochs is None:
+        epochs = min(max(EPOCHS, math.ceil(SMALL_DATA_IMAGES / max(n_train, 1))), MAX_SMALL_EPOCHS) if small else EPOCHS
+        if small:
+            print(f"small data set ({n_train:,} training images): {epochs} epochs (--epochs to choose)")
+    on = small if config.augment is None else config.augment
+    augment = float(config.augment_strength) if on else 0.0
+    return Plan(epochs, augment, 0 if augment else config.shift, world_size)

@@ -1,0 +1,112 @@
+"""One training run from a TrainConfig: the device, the model (new or resumed), the data, then the loop.
+
+from captchakit.train.config import TrainConfig
+from captchakit.train.run import run
+run(TrainConfig(train_dir="mine", val_split=0.1, model="mine.pkl"))
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from captchakit.checkpoint import model_from_checkpoint
+from captchakit.device import choose_device
+from captchakit.errors import UserError
+from captchakit.files import check_free_space, check_writable_dir, remove_stale_temps
+from captchakit.model import CaptchaCNN, count_parameters
+from captchakit.train import distributed, online, prepare, resume
+from captchakit.train.config import Plan, TrainConfig, make_plan
+from captchakit.train.ema import WeightAverage
+from captchakit.train.engine import make_engine
+from captchakit.train.loop import History, Progress, Trainer, fit, make_optimizer
+
+
+def run(config: TrainConfig, given: dict | None = None) -> int:
+    """Train as `config` says; `given` holds the flags named on the command line (what --resume keeps)."""
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = distributed.setup(choose_device(config.device))  # this rank's device under torchrun
+    check_output(config.model)
+    config, model, state = start_or_resume(config, device, given or {})
+    # Room for model.pkl, last.pkl and one temporary copy, each weights + 2 AdamW moments (float32).
+    check_free_space(resume.run_files(config.model)[0], 3 * 3 * 4 * count_parameters(model), "--model")
+    with distributed.local_main_first():  # one process per machine builds the packed cache
+        train, val, data_meta = (online if config.online else prepare).load_train_val(config, model.codec)
+    for data in (train, val):
+        if data.skipped:
+            print(data.describe_skipped())
+    plan = make_plan(config, len(train), distributed.world_size())
+    trainer = make_trainer(model, config, plan, device, state, len(train))
+    history, progress = History(resume.run_files(config.model)[0]), Progress()
+    if state:
+        resume.check_steps(state, distributed.epoch_steps(len(train), config.batch_size), plan.epochs, str(train.folder))
+        restore(trainer, state)
+        progress = Progress(state["epoch"] + 1, state["best"], state["elapsed"])
+        history = History(history.path.parent, state["history"])
+    describe(trainer, train, val, device)
+    meta = {"epochs": plan.epochs, "train_images": len(train), "train_dir": str(config.train_dir), "torch": torch.__version__}
+    meta.update(data_meta, augment=plan.augment, shift=plan.shift)
+    return fit(trainer, train, val, train.targets(model.codec), history, progress, meta)
+
+
+def check_output(model_path) -> None:
+    """Before any work: the model's folders take files, and a killed run's temporaries are gone."""
+    folder, last = resume.run_files(model_path)
+    check_writable_dir(Path(model_path).parent, "--model")
+    check_writable_dir(folder, "--model")
+    for path in (Path(model_path), last):
+        remove_stale_temps(path)
+
+
+def start_or_resume(config: TrainConfig, device, given: dict) -> tuple[TrainConfig, CaptchaCNN, dict | None]:
+    """A fresh model, or the interrupted run's model, state and config (with `given` over it)."""
+    if not config.resume:
+        return config, prepare.new_model(config), None
+    ckpt, path = distributed.on_main(resume.load_state, config.model)  # rank 0's files, sent to every rank
+    model = model_from_checkpoint(ckpt, path, device)
+    state = ckpt["train_state"]
+    saved, plan = resume.saved_run(state)
+    distributed.check_world(plan.world_size)
+    config = resume.merge(saved, plan, config, given, model.settings)
+    print(f"resuming {path} after epoch {state['epoch']} of {plan.epochs}")
+    return config, model, state
+
+
+def make_trainer(model: CaptchaCNN, config: TrainConfig, plan: Plan, device, state: dict | None, n_train: int) -> Trainer:
+    """The model on its device, its optimizer and schedule for the planned steps, the engine and the average."""
+    model = model.to(device).to(memory_format=torch.channels_last)
+    engine = make_engine(distributed.wrap(model, device), device, config.precision, config.compile)
+    steps = distributed.epoch_steps(n_train, config.batch_size)
+    optimizer, scheduler = make_optimizer(model, config, steps * plan.epochs)
+    return Trainer(model, optimizer, scheduler, engine, make_average(model, config.ema, state), config, plan)
+
+
+def make_average(model: CaptchaCNN, decay: float, state: dict | None) -> WeightAverage | None:
+    """--ema's moving average of the weights (None when off), restored on --resume."""
+    if not decay:
+        return None
+    try:
+        average = WeightAverage(model, decay)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    if state and state.get("ema"):
+        average.load_state_dict(state["ema"])
+    return average
+
+
+def restore(trainer: Trainer, state: dict) -> None:
+    """The optimizer, schedule and random state of the interrupted run."""
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+
+
+def describe(trainer: Trainer, train, val, device) -> None:
+    model, engine = trainer.model, trainer.engine
+    print(f"training on {len(train):,} images ({train.folder}), checking on {len(val):,} ({val.folder})")
+    print(f"model: {count_parameters(model):,} parameters, {model.settings.describe()}, device {device}, {torch.get_num_threads()} threads")
+    world = trainer.plan.world_size
+    if world > 1 or engine.precision != "fp32" or trainer.config.compile:
+        print(f"{world} process(es), global batch {trainer.config.batch_size * world}, {engine.describe()}")
