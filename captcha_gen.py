@@ -2,6 +2,7 @@
 
     python captcha_gen.py                       # 100,000 train, 1,000 test, 1,000 predict
     python captcha_gen.py --train 2000 --seed 1 # a small, reproducible set
+    python captcha_gen.py --length 6 --min-length 4   # labels of 4 to 6 characters
 
 The train split draws the characters of captcha_setting.TRAIN_EMPHASIS (O and 0, which the
 font draws nearly alike) more often than the others, `--emphasis` says how much; test and
@@ -42,12 +43,23 @@ def build_parser() -> argparse.ArgumentParser:
         f"nearly alike and the network needs more of them (default: {emphasis_text(cs.TRAIN_EMPHASIS)}, those in the charset)",
     )
     add_settings_args(p)
+    p.add_argument(
+        "--min-length",
+        type=int,
+        default=None,
+        help="shortest label: each captcha draws its length between this and --length (default: every label --length long)",
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args)
+    if args.min_length is not None:
+        try:
+            settings = settings.with_(min_length=args.min_length)
+        except ValueError as err:
+            raise UserError(f"--min-length {args.min_length}: {err}") from None
     unsafe = "".join(c for c in settings.charset if c in NAME_UNSAFE)
     if unsafe:
         raise UserError(f"--charset: {unsafe!r} cannot be in the LABEL part of a LABEL_ID.png file name; leave it out")

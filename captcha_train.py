@@ -39,10 +39,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_data_args(p) -> None:
     p.add_argument("--train-dir", default=D.train_dir, help="folder of LABEL_*.png training images (default: %(default)s)")
-    p.add_argument("--val-dir", default=D.val_dir, help="folder checked after every epoch (default: %(default)s)")
+    p.add_argument(
+        "--val-dir",
+        default=None,
+        help="folder checked after every epoch (default: dataset/test when training on dataset/train; "
+        "for any other --train-dir, validation and test shares held out of it: --val-split, --test-split)",
+    )
     p.add_argument("--model", default=D.model, help="where the best model is saved (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run saved beside --model")
     p.add_argument("--target-acc", type=float, default=None, help="stop once validation accuracy reaches this, e.g. 0.99")
+    p.add_argument(
+        "--patience",
+        type=non_negative_int,
+        default=None,
+        metavar="N",
+        help="stop after N epochs without a better validation accuracy, or once it reaches 100%%; 0 never stops early "
+        "(default: a quarter of the epochs, at least 10, below the small-data size; 0 above it)",
+    )
 
 
 def add_own_data_args(g) -> None:
@@ -52,12 +65,27 @@ def add_own_data_args(g) -> None:
         "--val-split",
         type=float,
         metavar="FRACTION",
-        help="hold out this share of --train-dir for validation (seeded by --seed) instead of using --val-dir; "
-        "captcha_test.py --data on the same folder then tests only that part",
+        help="share of --train-dir held out for validation, seeded by --split-seed (default: 0.1 when --train-dir comes without --val-dir)",
+    )
+    g.add_argument(
+        "--test-split",
+        type=float,
+        metavar="FRACTION",
+        help="share of --train-dir held out as a test share that nothing in training touches; captcha_test.py --data on the "
+        "same folder tests only it; 0 holds none out (default: 0.1 when validation comes out of --train-dir)",
     )
     g.add_argument("--split-seed", type=int, metavar="N", help="seed of --val-split's choice (default: --seed)")
     g.add_argument("--min-length", type=int, help="shortest label, for variable-length captchas (default: read off the labels)")
     g.add_argument("--ignore-case", action="store_true", help="read letters case-blind: labels and charset are upper-cased")
+    colour = g.add_mutually_exclusive_group()
+    colour.add_argument(
+        "--color",
+        dest="color",
+        action="store_true",
+        default=None,
+        help="read images in colour (RGB) (default: in colour only when grey loses the contrast of the images' edges)",
+    )
+    colour.add_argument("--grey", "--gray", dest="color", action="store_false", help="read images grey, whatever their colours")
     g.add_argument(
         "--init-from",
         metavar="MODEL",
@@ -104,7 +132,8 @@ def add_recipe_args(g) -> None:
         "--model-config",
         default=None,
         metavar="JSON",
-        help='advanced: override the network\'s ModelConfig fields, e.g. \'{"channels": [32, 64, 96, 128], "strides": [2, 2, 1, 2]}\'',
+        help='advanced: override the network\'s ModelConfig fields, e.g. \'{"channels": [32, 64, 96, 128], "strides": [2, 2, 1, 2]}\'; '
+        'variable-length labels get {"head": "ctc"} unless a head is named',
     )
 
 

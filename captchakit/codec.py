@@ -1,8 +1,13 @@
 """The one label codec: text <-> per-position class indices, and network output -> text.
 
-The network ends in `length * num_classes` logits: one softmax block per character
-position. For variable-length labels the last class of each block means "no character";
-labels are padded on the right with it, and decoding drops it.
+The position heads (attention, flat) end in `length * num_classes` logits: one softmax block per
+character position. For variable-length labels the last class of each block means "no
+character"; labels are padded on the right with it, and decoding drops it.
+
+The CTC head (`LabelCodec(settings, ctc=True)`) ends in (N, T, num_classes) log-probabilities,
+one row per image column; the last class is CTC's blank ("no character here"), which also pads
+the targets, so the same (N, length) targets serve both (`ctc_targets` adds their lengths).
+Decoding takes the best class of each column, merges repeats and drops blanks (greedy CTC).
 """
 
 from __future__ import annotations
@@ -15,13 +20,16 @@ class LabelError(ValueError):
 
 
 class LabelCodec:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, ctc: bool = False):
         self.settings = settings
         self.charset = settings.charset
         self.length = settings.length
         self.min_length = settings.min_length
         self.ignore_case = settings.ignore_case
-        self.pad = len(self.charset) if settings.variable_length else None
+        self.ctc = ctc
+        # CTC always needs its blank; it takes the pad's index, so targets are the same either way.
+        self.pad = len(self.charset) if settings.variable_length or ctc else None
+        self.blank = self.pad if ctc else None
         self.num_classes = len(self.charset) + (1 if self.pad is not None else 0)
         self._index = {c: i for i, c in enumerate(self.charset)}
 
@@ -61,13 +69,76 @@ class LabelCodec:
     def decode_indices(self, indices) -> str:
         return "".join(self.charset[i] for i in indices if i != self.pad)
 
+    def ctc_targets(self, targets):
+        """(N, length) targets of encode_batch -> (the same targets, (N,) label lengths) for ctc_loss."""
+        return targets, (targets != self.pad).sum(1) if self.pad is not None else targets.new_full(targets.shape[:1], self.length)
+
     def decode(self, logits):
-        """Logits (N, length*num_classes) -> list of (text, confidence).
+        """Logits (N, length*num_classes), or a CTC head's (N, T, num_classes) -> list of (text, confidence).
 
         Confidence is the product of the per-position winning probabilities: the model's
-        probability of the whole text, given that positions are independent.
+        probability of the whole text, given that positions are independent. For CTC it is the
+        product of each column's winning probability: the probability of the best path, which
+        is at most that of the text (other paths spell it too) and close to it when columns are sure.
         """
+        if self.ctc:
+            return self.decode_ctc(logits)
         probs = logits.detach().float().reshape(-1, self.length, self.num_classes).softmax(-1)
         best, idx = probs.max(-1)  # (N, length) each
         conf = best.prod(-1)
         return [(self.decode_indices(row), float(c)) for row, c in zip(idx.tolist(), conf.tolist(), strict=True)]
+
+    def decode_ctc(self, outputs):
+        """(N, T, num_classes) log-probabilities (or logits) -> list of (text, best-path probability)."""
+        probs = outputs.detach().float().reshape(outputs.shape[0], -1, self.num_classes).softmax(-1)
+        best, idx = probs.max(-1)  # (N, T) each
+        conf = best.prod(-1)
+        return [(self.collapse(path), float(c)) for path, c in zip(idx.tolist(), conf.tolist(), strict=True)]
+
+    def collapse(self, path: list[int]) -> str:
+        """A CTC path of class indices -> text: repeats merged, then blanks dropped ('aa-a' -> 'aa')."""
+        kept = [c for i, c in enumerate(path) if c != self.blank and (i == 0 or c != path[i - 1])]
+        return "".join(self.charset[c] for c in kept)
+
+    def aligned(self, truth: str, guess: str) -> list[int]:
+        """`guess`'s class indices laid over `truth`'s positions, for the report: a dropped character
+        reads as the pad class where it should stand, a wrong one as itself; extra characters take
+        the free positions after the truth's end, as far as `length` allows. (length,) indices."""
+        out = [self.pad] * self.length
+        extra = []
+        for i, j in alignment(truth, guess):
+            if i is not None:
+                out[i] = self.pad if j is None else self._index.get(guess[j], self.pad)
+            else:
+                extra.append(self._index.get(guess[j], self.pad))
+        free = range(len(truth), self.length)
+        for slot, cls in zip(free, extra, strict=False):
+            out[slot] = cls
+        return out
+
+
+def alignment(a: str, b: str) -> list[tuple[int | None, int | None]]:
+    """A cheapest edit alignment of `a` onto `b`: (i, j) pairs, i None for a character only `b`
+    has (inserted), j None for one only `a` has (dropped). Labels are short: plain dynamic programming."""
+    n, m = len(a), len(b)
+    cost = [[i + j if i == 0 or j == 0 else 0 for j in range(m + 1)] for i in range(n + 1)]
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            cost[i][j] = min(cost[i - 1][j - 1] + (a[i - 1] != b[j - 1]), cost[i - 1][j] + 1, cost[i][j - 1] + 1)
+    pairs, i, j = [], n, m
+    while i or j:
+        if i and j and cost[i][j] == cost[i - 1][j - 1] + (a[i - 1] != b[j - 1]):
+            i, j = i - 1, j - 1
+            pairs.append((i, j))
+        elif i and cost[i][j] == cost[i - 1][j] + 1:
+            i -= 1
+            pairs.append((i, None))
+        else:
+            j -= 1
+            pairs.append((None, j))
+    return pairs[::-1]
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Characters dropped, added or changed to turn `a` into `b` (Levenshtein)."""
+    return sum(1 for i, j in alignment(a, b) if i is None or j is None or a[i] != b[j])

@@ -6,12 +6,13 @@ epoch and captcha_export.py --ship all call it, and captchakit.report analyses w
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from captchakit.codec import edit_distance
 from captchakit.data.images import to_tensor
 from captchakit.data.sets import LabelledSet
 
@@ -20,11 +21,20 @@ from captchakit.data.sets import LabelledSet
 class EvalResult:
     n: int
     accuracy: float  # whole captcha right
-    char_accuracy: float  # characters right
+    # Characters right: per position, the padding not counted where both truth and guess have it;
+    # for CTC, whose texts need not line up, 1 - (edit distance to the truth) / (true characters).
+    char_accuracy: float
     loss: float
     position_accuracy: list[float]
     predictions: list[tuple[str, str, str, float]] = field(default_factory=list)  # file, truth, guess, confidence
-    guesses: list[list[int]] = field(default_factory=list)  # (N, length) class indices picked, pad included; with predictions
+    # (N, length) class indices picked, pad included; with predictions. CTC: the read text laid
+    # over the true one (LabelCodec.aligned), a dropped character as the pad class.
+    guesses: list[list[int]] = field(default_factory=list)
+
+    @property
+    def standard_error(self) -> float:
+        """The binomial standard error of `accuracy`: how far another draw of n captchas would typically read."""
+        return math.sqrt(self.accuracy * (1 - self.accuracy) / self.n) if self.n else 0.0
 
     def summary(self, name: str = "test") -> str:
         return f"{name}: {self.n:,} captchas, {self.accuracy:.2%} exact, {self.char_accuracy:.2%} of characters"
@@ -36,34 +46,52 @@ def evaluate(model, data: LabelledSet, device, batch_size: int = 256, keep_predi
     model.eval()
     codec = model.codec
     targets = torch.from_numpy(data.targets(codec))  # (N, length)
-    k, length = codec.num_classes, codec.length
+    length = codec.length
     loss_sum, exact, chars, char_total = 0.0, 0, 0, 0
     per_position = torch.zeros(length)
     predictions, guesses = [], []
     for start in range(0, len(data), batch_size):
         positions = np.arange(start, min(start + batch_size, len(data)))
-        logits = model(to_tensor(data.batch(positions)).to(device)).float().cpu()  # (B, length*k)
+        logits = model(to_tensor(data.batch(positions)).to(device)).float().cpu()  # (B, length*k); CTC: (B, T, k)
         t = targets[start : start + len(positions)]
-        loss_sum += F.cross_entropy(logits.view(-1, k), t.reshape(-1), reduction="sum").item()
-        guess = logits.view(-1, length, k).argmax(-1)  # (B, length)
-        right = guess == t
-        exact += int(right.all(1).sum())
-        per_position += right.float().sum(0)
-        counted = t != codec.pad if codec.pad is not None else torch.ones_like(right)
-        counted |= guess != codec.pad if codec.pad is not None else counted
-        chars += int((right & counted).sum())
-        char_total += int(counted.sum())
+        loss_sum += model.loss(logits, t, reduction="sum").item()
+        decoded = codec.decode(logits) if codec.ctc or keep_predictions else []
+        if codec.ctc:
+            guess, hits, right_chars, counted = score_texts(codec, t, data.labels[start : start + len(positions)], decoded)
+        else:
+            guess, hits, right_chars, counted = score_positions(codec, logits, t)
+        exact, chars, char_total = exact + hits, chars + right_chars, char_total + counted
+        per_position += (guess == t).float().sum(0)
         if keep_predictions:
             guesses += guess.tolist()
-            for j, (text, conf) in enumerate(codec.decode(logits)):
+            for j, (text, conf) in enumerate(decoded):
                 predictions.append((data.names[start + j], data.labels[start + j], text, conf))
     n = len(data)
     return EvalResult(
         n=n,
         accuracy=exact / n,
-        char_accuracy=chars / max(char_total, 1),
+        char_accuracy=max(chars, 0) / max(char_total, 1),
         loss=loss_sum / (n * length),
         position_accuracy=(per_position / n).tolist(),
         predictions=predictions,
         guesses=guesses,
     )
+
+
+def score_positions(codec, logits: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, int, int, int]:
+    """A position head's batch: (guess (B, length), exact, characters right, characters counted)."""
+    guess = logits.view(-1, codec.length, codec.num_classes).argmax(-1)  # (B, length)
+    right = guess == t
+    counted = t != codec.pad if codec.pad is not None else torch.ones_like(right)
+    counted |= guess != codec.pad if codec.pad is not None else counted
+    return guess, int(right.all(1).sum()), int((right & counted).sum()), int(counted.sum())
+
+
+def score_texts(codec, t: torch.Tensor, labels: list[str], decoded) -> tuple[torch.Tensor, int, int, int]:
+    """A CTC batch, scored on the decoded texts: (guess laid over the truth, exact, true characters
+    less the edit distance, true characters)."""
+    texts = [text for text, _ in decoded]
+    guess = torch.tensor([codec.aligned(a, b) for a, b in zip(labels, texts, strict=True)], dtype=torch.long).reshape_as(t)
+    exact = sum(a == b for a, b in zip(labels, texts, strict=True))
+    total = sum(len(a) for a in labels)
+    return guess, exact, total - sum(edit_distance(a, b) for a, b in zip(labels, texts, strict=True)), total

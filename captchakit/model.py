@@ -1,7 +1,8 @@
 """The CNN: a stack of 3x3 conv + BatchNorm + ReLU blocks, then one linear head.
 
 The head ends in `length * num_classes` logits: one softmax block per character position
-(one-hot multi-label). Written for a 2-core CPU first: no dropout on convolution feature
+(one-hot multi-label), or, for the CTC head (captchakit/ctc.py), in per-column
+log-probabilities that CTC aligns to the text. Written for a 2-core CPU first: no dropout on convolution feature
 maps (drawing their masks adds to every CPU step: docs/BENCHMARKS.md, study item 1),
 stride-2 blocks that shrink the map early, and channels_last memory for the fast oneDNN
 convolution kernels.
@@ -12,9 +13,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from captchakit.codec import LabelCodec
+from captchakit.ctc import CTCHead, ctc_loss, output_columns
 from captchakit.settings import Settings
 
 
@@ -36,8 +39,13 @@ class ModelConfig:
     # attention and one classifier, shared by all positions, reads the pooled vector.
     # "flat": one linear layer over the whole flattened map (the classic design; it must learn
     # every character at every place separately, and memorises far more).
+    # "ctc": per-column log-probabilities read by CTC (captchakit/ctc.py): the columns align
+    # themselves to the text, so labels of several lengths need no positions; the default for
+    # variable-length data sets (docs/BENCHMARKS.md, "Variable length").
     head: str = "attention"
-    head_dim: int = 256  # attention head: width of each column's vector
+    head_dim: int = 256  # attention and CTC heads: width of each column's vector
+    ctc_split: int = 0  # CTC head: output columns per column of the last map; 0: enough for the longest label
+    ctc_recurrent: bool = True  # CTC head: a bidirectional GRU over the columns before the classifier
     hidden: int = 0  # flat head: width of a hidden linear layer before the output, 0 for none
     dropout: float = 0.1  # on the head's inputs only, never on conv maps
     # Out of training, read each image also moved this many pixels sideways and average the
@@ -100,21 +108,22 @@ def conv_block(c_in: int, c_out: int, stride: int) -> nn.Sequential:
 
 
 class CaptchaCNN(nn.Module):
-    """Input (N, 1, H, W) floats in [0, 1]; output (N, length * num_classes) logits."""
+    """Input (N, C, H, W) floats in [0, 1], C = settings.channels; output (N, length * num_classes) logits
+    (the CTC head: (N, T, num_classes) per-column log-probabilities)."""
 
     def __init__(self, settings: Settings, config: ModelConfig | None = None):
         super().__init__()
         self.settings = settings
         self.config = config = config or ModelConfig()
-        self.codec = LabelCodec(settings)
-        check_test_shifts(config.test_shifts, settings.width)
+        self.codec = LabelCodec(settings, ctc=config.head == "ctc")
+        check_test_shifts(config.test_shifts, settings.width, config.head)
         if len(config.channels) != len(config.strides):
             raise ValueError("ModelConfig.channels and strides must have the same length")
         if settings.height % config.stem or settings.width % config.stem:
             # PixelUnshuffle needs whole blocks; the settings' size is what every image is resized to.
             raise ValueError(f"image size {settings.width}x{settings.height} must be a multiple of the stem factor {config.stem}")
         blocks: list[nn.Module] = [nn.PixelUnshuffle(config.stem)] if config.stem > 1 else []
-        c_in = config.stem * config.stem
+        c_in = config.stem * config.stem * settings.channels  # space-to-depth of every input channel: only the first conv sees C
         for c_out, stride in zip(config.channels, config.strides, strict=True):
             blocks.append(conv_block(c_in, c_out, stride))
             c_in = c_out
@@ -123,8 +132,12 @@ class CaptchaCNN(nn.Module):
         if config.head == "attention":
             self.head = AttentionHead(c_in, h, w, settings.length, self.codec.num_classes, config.head_dim, config.dropout)
             return
+        if config.head == "ctc":
+            split = output_columns(w, settings.length, config.ctc_split)
+            self.head = CTCHead(c_in, h, self.codec.num_classes, config.head_dim, split, config.dropout, config.ctc_recurrent)
+            return
         if config.head != "flat":
-            raise ValueError(f"ModelConfig.head must be 'attention' or 'flat', not {config.head!r}")
+            raise ValueError(f"ModelConfig.head must be 'attention', 'ctc' or 'flat', not {config.head!r}")
         flat = c_in * h * w
         head: list[nn.Module] = [nn.Flatten(), nn.Dropout(config.dropout)]
         if config.hidden:
@@ -140,6 +153,16 @@ class CaptchaCNN(nn.Module):
             height, width = (height - 1) // stride + 1, (width - 1) // stride + 1
         return height, width
 
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0, reduction: str = "mean") -> torch.Tensor:
+        """This head's loss against (B, length) targets of the codec: training and evaluate() both call it.
+
+        Position heads: cross-entropy per character position. CTC: captchakit.ctc.ctc_loss
+        (per character slot; label smoothing does not apply, the blank already absorbs doubt)."""
+        if self.config.head == "ctc":
+            return ctc_loss(outputs, targets, self.codec, reduction)
+        k = self.codec.num_classes
+        return F.cross_entropy(outputs.view(-1, k).float(), targets.view(-1), label_smoothing=label_smoothing, reduction=reduction)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - 0.5) * 4.0  # [0, 1] -> roughly zero mean, unit spread
         shifts = self.config.test_shifts
@@ -152,16 +175,20 @@ class CaptchaCNN(nn.Module):
         return logp.mean(0).flatten(1)  # (N, length * num_classes), usable as logits
 
 
-def check_test_shifts(shifts: tuple[int, ...], width: int) -> None:
+def check_test_shifts(shifts: tuple[int, ...], width: int, head: str = "attention") -> None:
     if not shifts or not all(isinstance(s, int) and abs(s) < width // 2 for s in shifts):
         raise ValueError(f"shifts must be whole pixels under {width // 2} (half the image width), not {shifts}; 3 is a good choice")
+    if head == "ctc" and shifts != (0,):
+        # A shifted view moves the columns a character aligns to: averaging views column by column
+        # would split one character's peak over two columns and drop it.
+        raise ValueError("a CTC model reads each image once (shifted views do not align column by column); leave it out or use 0")
 
 
 def with_test_shifts(model: CaptchaCNN, k: int | None) -> CaptchaCNN:
     """The model, reading each image also moved k pixels left and right (None: as it was saved)."""
     if k is not None:
         shifts = (-k, 0, k) if k else (0,)
-        check_test_shifts(shifts, model.settings.width)
+        check_test_shifts(shifts, model.settings.width, model.config.head)
         model.config = replace(model.config, test_shifts=shifts)
     return model
 

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.fx.experimental.optimization import fuse
 
-from captchakit.data.images import load_image, to_tensor
+from captchakit.data.images import load_as, to_tensor
 
 
 class Prediction(NamedTuple):
@@ -53,16 +53,17 @@ class Recognizer:
         self.fast = inference_module(model)  # BatchNorm folded, channels_last: the same function, faster
 
     def prepare(self, image) -> np.ndarray:
-        """Any supported image -> (H, W) uint8 at the model's size; raises ImageError."""
-        return load_image(image, self.settings.width, self.settings.height)
+        """Any supported image -> (H, W) uint8 (H, W, 3 for a colour model) at the model's size and mode; raises ImageError."""
+        return load_as(image, self.settings)
 
     def logits(self, arrays: np.ndarray) -> torch.Tensor:
-        """The backend step: (N, H, W) uint8 -> (N, length * num_classes) CPU logits (OnnxRecognizer overrides it)."""
+        """The backend step: (N, H, W[, 3]) uint8 -> (N, length * num_classes) CPU logits, or a CTC
+        head's (N, T, num_classes) log-probabilities; the codec reads either (OnnxRecognizer overrides it)."""
         return self.fast(to_tensor(arrays).to(self.device)).cpu()
 
     @torch.inference_mode()
     def predict_arrays(self, arrays: np.ndarray) -> list[Prediction]:
-        """(N, H, W) uint8 -> one Prediction per image."""
+        """(N, H, W[, 3]) uint8 -> one Prediction per image."""
         return [Prediction(text, conf) for text, conf in self.codec.decode(self.logits(arrays))]
 
     def predict_batch(self, images, batch_size: int = 256) -> list[Prediction]:

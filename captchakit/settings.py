@@ -56,6 +56,11 @@ class Settings:
     height: int = IMAGE_HEIGHT
     min_length: int | None = None
     ignore_case: bool = False
+    # How an image of another shape is brought to width x height: False stretches it (what every
+    # model before this field did), True scales it to fit and pads the rest with its own border
+    # colour, so the characters keep their shape.
+    keep_aspect: bool = False
+    channels: int = 1  # 1: grey; 3: RGB, for styles where only the hue tells text from noise
 
     def __post_init__(self) -> None:
         if self.min_length is None:
@@ -80,11 +85,18 @@ class Settings:
             return f"min_length must be between 1 and length (got {self.min_length})"
         if self.width < 16 or self.height < 16:
             return f"the image size must be at least 16x16 (got {self.width}x{self.height})"
+        if self.channels not in (1, 3):
+            return f"channels must be 1 (grey) or 3 (colour) (got {self.channels})"
         return None
 
     @property
     def variable_length(self) -> bool:
         return self.min_length < self.length
+
+    @property
+    def array_shape(self) -> tuple[int, ...]:
+        """The shape of one image as load_image gives it: (H, W) grey, (H, W, 3) colour."""
+        return (self.height, self.width) if self.channels == 1 else (self.height, self.width, self.channels)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,6 +113,8 @@ class Settings:
 
     def describe(self) -> str:
         size = f"{self.width}x{self.height}"
+        size += " colour" if self.channels == 3 else ""
+        size += " (aspect kept, padded)" if self.keep_aspect else ""
         lengths = str(self.length) if not self.variable_length else f"{self.min_length}-{self.length}"
         return f"{lengths} characters from {self.charset!r} ({len(self.charset)}), {size} images"
 

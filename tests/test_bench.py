@@ -34,3 +34,13 @@ def test_time_to_accuracy_reports_every_epoch_and_a_summary(tmp_path):
     epochs, summary = out[:-1], out[-1]
     assert [e["epoch"] for e in epochs] == [1, 2] and all(0 <= e["accuracy"] <= 1 for e in epochs)
     assert summary["epochs"] == 2 and summary["peak_rss_mb"] > 0 and (tmp_path / "model.pkl").exists()
+
+
+def test_accuracy_reports_the_standard_error_and_the_errors_by_kind(tiny_model):
+    (record,) = run_bench(ROOT / "bench/accuracy.py", "--model", tiny_model, "--count", "40", "--device", "cpu")
+    p, n = record["accuracy"], record["n"]
+    assert n == 40 and record["misread_captchas"] == round(n * (1 - p))
+    assert abs(record["standard_error"] - (p * (1 - p) / n) ** 0.5) < 1e-5
+    # A near-untrained model misreads characters, and every misread character is counted once.
+    wrong = round(n * 4 * (1 - record["char_accuracy"]))
+    assert record["pair_char_errors"] + record["other_char_errors"] == wrong > 0

@@ -129,9 +129,9 @@ def test_labels_file_through_train_test_and_predict(opaque, tmp_path, cli):
     assert f"{labels}: 1 file name(s) not found in {opaque}, ignored (first: gone.png)" in out
     assert f"{labels}: 1 entry(ies) with an empty label, skipped (first: 0007.png)" in out
     assert f"skipped 1 unusable file(s) in {opaque}: 0007.png (no label)" in out
-    assert "validation: 15 images held out" in out
+    assert "15 images for validation" in out and "11 as a test share" in out  # 59 usable: a fifth of them, 11
     code, out, _ = cli(captcha_test.main, "--model", model, "--data", opaque)
-    assert code == 0 and f"labels from {labels}, as in training" in out and "test: 15 captchas" in out
+    assert code == 0 and f"labels from {labels}, as in training" in out and "test: 11 captchas" in out
     code, out, _ = cli(captcha_test.main, "--model", model, "--data", opaque, "--all-images", "--labels", labels)
     assert code == 0 and "test: 59 captchas" in out
     code, out, err = cli(captcha_predict.main, "--model", model, "--labels", labels, opaque)

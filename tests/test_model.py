@@ -88,7 +88,7 @@ def test_models_saved_before_the_attention_head_are_rebuilt_with_the_flat_one():
 
 
 def test_an_unknown_head_is_refused():
-    with pytest.raises(ValueError, match="ModelConfig.head must be 'attention' or 'flat', not 'rnn'"):
+    with pytest.raises(ValueError, match="ModelConfig.head must be 'attention', 'ctc' or 'flat', not 'rnn'"):
         CaptchaCNN(Settings(), ModelConfig(head="rnn"))
 
 

@@ -105,15 +105,16 @@ def test_training_reads_settings_off_the_data_and_test_uses_the_held_out_part(na
     code, out, _ = cli(captcha_train.main, "--train-dir", named, "--val-split", "0.2", "--model", model, *FAST)
     assert code == 0, out
     assert f"read off 80 labelled images in {named}: charset '123ABC' (6), length 4, median image size 64x32" in out
-    assert f"validation: 16 images held out of {named} (--val-split 0.2, seed 0)" in out
+    assert f"held out of {named} (seed 0): 16 images for validation (they choose the epoch and stop the run), 16 as a test share" in out
     ckpt = read_checkpoint(model)
     assert ckpt["settings"]["charset"] == "123ABC" and ckpt["settings"]["length"] == 4
     assert (ckpt["settings"]["width"], ckpt["settings"]["height"]) == (64, 32)
-    split = ckpt["meta"]["val_split"]
-    assert split["fraction"] == 0.2 and split["seed"] == 0 and len(split["held_out"]) == 16
+    split = ckpt["meta"]["split"]
+    assert split["fractions"] == [0.2, 0.1] and split["seed"] == 0 and len(split["val"]) == len(split["test"]) == 16
+    assert not set(split["val"]) & set(split["test"])
     code, out, _ = cli(captcha_test.main, "--model", model, "--data", named)
     assert code == 0
-    assert f"testing only the 16 images of {named} held out for validation in training (--val-split 0.2, seed 0)" in out
+    assert f"testing only the 16 images of {named} held out as the test share in training: nothing in training saw them (seed 0)" in out
     assert "test: 16 captchas" in out
     code, out, _ = cli(captcha_test.main, "--model", model, "--data", named, "--all-images")
     assert code == 0 and "test: 80 captchas" in out and "held out" not in out
@@ -134,10 +135,11 @@ def test_val_split_errors_are_one_line(named, tmp_path, cli):
     few.mkdir()
     for name in sorted(p.name for p in named.glob("*.png"))[:3]:
         shutil.copy(named / name, few / name)
-    code, _, err = cli(captcha_train.main, "--train-dir", few, "--val-split", "0.1", "--model", tmp_path / "m.pkl", *FAST)
+    code, _, err = cli(captcha_train.main, "--train-dir", few, "--model", tmp_path / "m.pkl", *FAST)
     assert code == 2
     assert error_of(err) == (
-        f"--val-split 0.1: {few} has 3 usable image(s), too few to hold 10% out; label more images or pass a separate validation folder"
+        f"--val-split 0.1 --test-split 0.1: {few} has 3 usable image(s), too few to hold 10% and 10% out; "
+        "label more images or pass a separate validation folder (--val-dir)"
     )
 
 
@@ -228,7 +230,7 @@ def test_small_data_run_says_how_many_epochs_it_chose(named, tmp_path, cli, monk
         captcha_train.main, "--train-dir", named, "--val-split", "0.2", "--model", model, "--batch-size", "32", "--threads", "2"
     )
     assert code == 0
-    assert "small data set (64 training images): 2 epochs (--epochs to choose)" in out
+    assert "small data set (48 training images): 2 epochs (--epochs to choose)" in out  # 80 less 16 + 16 held out
     assert read_checkpoint(model)["meta"]["epochs"] == 2
 
 

@@ -197,15 +197,15 @@ def test_bare_resume_continues_the_same_run_on_the_same_data(listed, tmp_path, m
     code, out, err = cli(captcha_train.main, "--resume", "--model", run, "--threads", "1")
     assert code == 0, err
     assert f"resuming {run.with_name('model_run') / 'last.pkl'} after epoch 1 of 3" in out
-    assert f"validation: 12 images held out of {listed} (--val-split 0.25, seed 0)" in out
-    assert f"training on 36 images ({listed})" in out
+    assert f"held out of {listed} (seed 0): 12 images for validation" in out and "9 as a test share" in out
+    assert f"training on 27 images ({listed})" in out
     assert [m[0] for m in EPOCH_LINE.findall(out)] == ["2", "3"]
     for row, ref in zip(history(run), history(tmp_path / "ref" / "model.pkl"), strict=True):
         assert row["lr"] == ref["lr"] and row["val_accuracy"] == ref["val_accuracy"]
         assert float(row["train_loss"]) == pytest.approx(float(ref["train_loss"]), abs=1e-3)
     resumed = read_checkpoint(run.with_name("model_run") / "last.pkl")
     straight = read_checkpoint(tmp_path / "ref" / "model_run" / "last.pkl")
-    for key in ("labels", "val_split", "augment", "epochs"):
+    for key in ("labels", "split", "augment", "epochs"):
         assert resumed["meta"][key] == straight["meta"][key], key
     assert resumed["train_state"]["config"]["label_smoothing"] == 0.05
 
@@ -231,7 +231,7 @@ def test_flags_given_on_resume_win_where_they_fit_and_are_refused_where_they_wou
     )
     assert refused("--length", "6").startswith("--length 6: the run being resumed was trained with length 4; ")
     assert refused("--val-split", "0.5") == (
-        f"--resume: {listed} now gives 2 steps per epoch, and the run being resumed was planned with 3; "
+        f"--resume: {listed} now gives 1 steps per epoch, and the run being resumed was planned with 2; "
         "resume it on the same data, or start a new run with another --model"
     )
     assert Path("run/model_run/last.pkl").read_bytes() == before  # nothing written by a refused resume
@@ -243,7 +243,7 @@ def test_flags_given_on_resume_win_where_they_fit_and_are_refused_where_they_wou
         "--epochs", "3", "--charset", "123ABC", "--threads", "1",
     )  # fmt: skip
     assert code == 0, err
-    assert "training on 36 images (moved)" in out and "validation: 12 images held out of moved" in out
+    assert "training on 27 images (moved)" in out and "held out of moved (seed 0): 12 images for validation" in out
     assert [m[0] for m in EPOCH_LINE.findall(out)] == ["2", "3"]
     assert read_checkpoint("run/model_run/last.pkl")["meta"]["labels"] == str((tmp_path / "moved" / "labels.csv").resolve())
 

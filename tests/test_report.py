@@ -50,6 +50,7 @@ def parse_printout(out: str) -> dict:
     """The figures captcha_test.py printed, read back independently of captcha_report."""
     summary = re.search(r"^test: ([\d,]+) captchas, ([\d.]+)% exact, ([\d.]+)% of characters", out, re.M)
     misread = re.search(r"^misread: ([\d,]+) of ([\d,]+) captchas$", out, re.M)
+    se = re.search(r"^standard error of the accuracy: ([\d.]+)% \(a test of ([\d,]+) captchas\)$", out, re.M)
     positions = re.search(r"^accuracy by position: (.*)$", out, re.M)[1]
     worst = re.search(r"^least well-read characters: (.*)$", out, re.M)[1]
     return {
@@ -57,6 +58,7 @@ def parse_printout(out: str) -> dict:
         "accuracy": number(summary[2]),
         "char_accuracy": number(summary[3]),
         "errors": int(number(misread[1])),
+        "standard_error": number(se[1]),
         "positions": [number(p) for p in re.findall(r"\d+: ([\d.]+)%", positions)],
         "confusions": [(t, r, int(n)) for t, r, n in re.findall(r"^  +(\S+) -> (\S+) +(\d+) times?$", out, re.M)],
         "worst": [(c, number(p), int(r), int(t)) for c, p, r, t in re.findall(r"(\S+) ([\d.]+)% \((\d+)/(\d+)\)", worst)],
@@ -77,6 +79,8 @@ def test_report_writes_four_files_that_agree_with_the_printout(tiny_model, tiny_
     assert printed["n"] == m["n"] == 60
     assert printed["accuracy"] == round(100 * m["accuracy"], 2) and printed["char_accuracy"] == round(100 * m["char_accuracy"], 2)
     assert printed["errors"] == m["errors"] == m["n"] - round(m["accuracy"] * m["n"])
+    p = m["accuracy"]  # the binomial standard error, computed here from the printed counts
+    assert printed["standard_error"] == round(100 * m["standard_error"], 2) == round(100 * (p * (1 - p) / 60) ** 0.5, 2)
     assert printed["positions"] == [round(100 * p, 1) for p in m["position_accuracy"]]
     assert len(printed["positions"]) == 4
     assert printed["confusions"] == [(c["true"], c["read"], c["count"]) for c in m["confusions"][: captcha_report.TOP_CONFUSIONS]]

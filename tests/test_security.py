@@ -121,11 +121,11 @@ def test_a_crafted_data_cache_is_rebuilt_not_unpickled(tiny_data, tmp_path):
     marker, (w, h) = tmp_path / "MARKER", (160, 60)
     stash = folder / cache.CACHE_DIR
     stash.mkdir()
-    np.save(stash / f"{w}x{h}.npy", np.array([MarkerPayload(marker)], dtype=object), allow_pickle=True)
+    np.save(stash / f"{cache.cache_key(w, h, False, 1)}.npy", np.array([MarkerPayload(marker)], dtype=object), allow_pickle=True)
     names = [e.name for e in images.list_images(folder)]
-    fingerprint = cache._fingerprint(images.list_images(folder), w, h)
+    fingerprint = cache._fingerprint(images.list_images(folder), cache.cache_key(w, h, False, 1))
     meta = {"fingerprint": fingerprint, "names": names, "unreadable": {}, "crc": 0}
-    (stash / f"{w}x{h}.json").write_text(__import__("json").dumps(meta))
+    (stash / f"{cache.cache_key(w, h, False, 1)}.json").write_text(__import__("json").dumps(meta))
     packed = cache.pack_folder(folder, w, h, quiet=True)
     assert not marker.exists()
     assert packed.images.dtype == np.uint8 and packed.images.shape == (6, h, w) and packed.images.any()

@@ -1,7 +1,8 @@
 """Image folders, decoded once into a packed uint8 cache.
 
 Every image is read the same way in every script (images.load_image). A folder is
-decoded once into `<folder>/.captcha_cache/WxH.npy` (N, H, W uint8) plus a JSON index; the
+decoded once into `<folder>/.captcha_cache/WxH.npy` (N, H, W uint8; WxH-fit-rgb.npy, N, H, W, 3,
+for a model that keeps the aspect ratio and colour: `cache_key`) plus a JSON index; the
 cache is rebuilt whenever the folder's files change and is checked against a CRC before it
 is trusted. Training then reads batches straight from that array: no PNG decoding and no
 per-sample Python work in the hot loop.
@@ -27,8 +28,13 @@ CACHE_VERSION = 1
 CACHE_DIR = ".captcha_cache"
 
 
-def _fingerprint(entries: list[os.DirEntry], width: int, height: int) -> str:
-    h = hashlib.sha1(f"v{CACHE_VERSION} {width}x{height}\n".encode())
+def cache_key(width: int, height: int, keep_aspect: bool = False, channels: int = 1) -> str:
+    """The cache's file name for one way of reading: '160x60' as before these modes, '114x64-fit-rgb'."""
+    return f"{width}x{height}" + ("-fit" if keep_aspect else "") + ("-rgb" if channels == 3 else "")
+
+
+def _fingerprint(entries: list[os.DirEntry], key: str) -> str:
+    h = hashlib.sha1(f"v{CACHE_VERSION} {key}\n".encode())
     for e in entries:
         st = e.stat()
         h.update(f"{e.name}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
@@ -46,10 +52,10 @@ def _cache_dir(folder: Path) -> Path:
     return base / "captcha-toolkit" / key
 
 
-def _decode(job: tuple[str, int, int]):
-    path, width, height = job
+def _decode(job: tuple[str, int, int, bool, int]):
+    path, width, height, keep_aspect, channels = job
     try:
-        return load_image(path, width, height), None
+        return load_image(path, width, height, keep_aspect, channels), None
     except ImageError as err:
         return None, err.args[0] if err.args else "unreadable"
 
@@ -66,7 +72,7 @@ class PackedFolder:
     """All images of one folder at one size: `images[i]` is the file `names[i]`."""
 
     folder: Path
-    images: np.ndarray  # (N, H, W) uint8, memory-mapped
+    images: np.ndarray  # (N, H, W) or, in colour, (N, H, W, 3) uint8, memory-mapped
     names: list[str]
     unreadable: dict[str, str] = field(default_factory=dict)  # name -> reason
 
@@ -84,19 +90,24 @@ def _try_load_cache(npy: Path, index: Path, fingerprint: str) -> PackedFolder | 
         return None  # missing, stale or corrupt: rebuild, never trust
 
 
-def pack_folder(folder, width: int, height: int, workers: int = 0, quiet: bool = False) -> PackedFolder:
-    """Decode every image of `folder` once into the packed cache, or reuse a valid cache."""
+def pack_folder(
+    folder, width: int, height: int, workers: int = 0, quiet: bool = False, keep_aspect: bool = False, channels: int = 1
+) -> PackedFolder:
+    """Decode every image of `folder` once into the packed cache, or reuse a valid cache.
+
+    keep_aspect and channels read as load_image does; each way of reading has its own cache file."""
     folder = Path(folder)
     entries = list_images(folder)
-    fingerprint = _fingerprint(entries, width, height)
+    key = cache_key(width, height, keep_aspect, channels)
+    fingerprint = _fingerprint(entries, key)
     cache = _cache_dir(folder)
-    npy, index = cache / f"{width}x{height}.npy", cache / f"{width}x{height}.json"
+    npy, index = cache / f"{key}.npy", cache / f"{key}.json"
     packed = _try_load_cache(npy, index, fingerprint)
     if packed is not None:
         packed.folder = folder
         return packed
     names = [e.name for e in entries]
-    images, unreadable = _decode_all(folder, names, width, height, workers, quiet)
+    images, unreadable = _decode_all(folder, names, (width, height, keep_aspect, channels), workers, quiet)
     try:
         cache.mkdir(parents=True, exist_ok=True)
         with atomic_path(npy, ".npy") as tmp:
@@ -110,10 +121,12 @@ def pack_folder(folder, width: int, height: int, workers: int = 0, quiet: bool =
     return PackedFolder(folder, images, names, unreadable)
 
 
-def _decode_all(folder: Path, names: list[str], width: int, height: int, workers: int, quiet: bool):
-    images = np.zeros((len(names), height, width), dtype=np.uint8)
+def _decode_all(folder: Path, names: list[str], reading: tuple[int, int, bool, int], workers: int, quiet: bool):
+    """`reading` is load_image's (width, height, keep_aspect, channels)."""
+    width, height, _, channels = reading
+    images = np.zeros((len(names), height, width) + ((channels,) if channels > 1 else ()), dtype=np.uint8)
     unreadable: dict[str, str] = {}
-    jobs = [(str(folder / n), width, height) for n in names]
+    jobs = [(str(folder / n), *reading) for n in names]
     workers = workers or min(os.cpu_count() or 1, 8)
     bar = tqdm(total=len(jobs), desc=f"caching {folder.name}", unit="img", disable=quiet or len(jobs) < 2000)
     if workers > 1 and len(jobs) >= 2000:

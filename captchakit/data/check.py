@@ -1,15 +1,11 @@
-"""`python captcha_dataset.py check DIR` and `split DIR`: look at a labelled folder before training.
+"""What captcha_dataset.py's `check` and `split` do to a labelled folder.
 
-    python captcha_dataset.py check mycaptchas/                  # counts, sizes, labels, problems
-    python captcha_dataset.py check mycaptchas/ --labels labels.csv
-    python captcha_dataset.py split mycaptchas/ --test 0.1 --seed 0          # move into train/ and test/
-    python captcha_dataset.py split mycaptchas/ --test 0.1 --link --out split/  # or link, leaving DIR as it is
-
-`check` reads every image the way training does (images.load_image) and reports what a
-user needs to know first: how many images are usable, their sizes and modes, the label lengths
-and the charset training would infer, characters too rare to learn, files with identical bytes,
-and every unusable file with its reason. `split` uses the same seeded choice as
-`captcha_train.py --val-split`, so the same seed holds the same files out.
+`check` reads every image the way training does (images.load_image) and reports what a user
+needs to know before training: how many images are usable, their sizes and modes, the label
+lengths and the charset training would infer, characters too rare to learn, files with
+identical bytes, and every unusable file with its reason. `split` moves or links a seeded
+share into test/ and the rest into train/, with the same choice as `captcha_train.py
+--val-split` (folders.split_names), so the same seed holds the same files out.
 """
 
 from __future__ import annotations

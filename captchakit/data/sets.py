@@ -22,7 +22,7 @@ class LabelledSet:
     """The usable, labelled images of a folder, as rows of a packed array."""
 
     folder: Path
-    images: np.ndarray  # (N_all, H, W) uint8
+    images: np.ndarray  # (N_all, H, W) uint8, or (N_all, H, W, 3) for a colour model
     rows: np.ndarray  # (N,) indices of usable images
     names: list[str]  # (N,) file names of the usable images
     labels: list[str]  # (N,) their labels, normalized by the codec
@@ -32,7 +32,7 @@ class LabelledSet:
         return len(self.rows)
 
     def batch(self, positions: np.ndarray) -> np.ndarray:
-        """Images at `positions` (indices into this set) -> (B, H, W) uint8."""
+        """Images at `positions` (indices into this set) -> (B, H, W) or (B, H, W, 3) uint8."""
         rows = self.rows[positions]
         return self.images[rows]
 
@@ -47,7 +47,7 @@ class LabelledSet:
 
 
 def in_memory(source: str, images, names: list[str], labels: list[str], skipped=()) -> LabelledSet:
-    """A set of images held in memory: `images` is (N, H, W) uint8 or a list of (H, W) arrays."""
+    """A set of images held in memory: `images` is (N, H, W[, 3]) uint8 or a list of (H, W[, 3]) arrays."""
     if isinstance(images, list):
         images = np.stack(images) if images else np.zeros((0, 1, 1), dtype=np.uint8)
     return LabelledSet(Path(source), images, np.arange(len(images), dtype=np.int64), names, labels, list(skipped))
@@ -62,7 +62,7 @@ def load_labelled(
     """
     folder = check_folder(folder, flag)
     s = codec.settings
-    packed = pack_folder(folder, s.width, s.height, workers=workers, quiet=quiet)
+    packed = pack_folder(folder, s.width, s.height, workers, quiet, s.keep_aspect, s.channels)
     rows, names, texts, skipped = [], [], [], []
     for i, name in enumerate(packed.names):
         text = label_from_name(name) if labels is None else labels.get(name, "")

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from captchakit import settings as cs
 from captchakit.codec import LabelCodec
-from captchakit.data.images import load_image
+from captchakit.data.images import load_as
 from captchakit.data.sets import LabelledSet, in_memory
 from captchakit.errors import UserError
 from captchakit.settings import Settings
@@ -124,11 +124,11 @@ def captchas(settings: Settings, count: int, seed: int | None, split: str) -> It
 
 
 def draw(settings: Settings, count: int, seed: int | None, split: str) -> tuple[np.ndarray, list[str]]:
-    """(count, H, W) uint8 images read through load_image, and their labels as drawn."""
-    images = np.empty((count, settings.height, settings.width), dtype=np.uint8)
+    """(count, H, W) uint8 images (H, W, 3 in colour) read through load_image, and their labels as drawn."""
+    images = np.empty((count, *settings.array_shape), dtype=np.uint8)
     labels = []
     for i, (label, image) in enumerate(captchas(settings, count, seed, split)):
-        images[i] = load_image(image, settings.width, settings.height)
+        images[i] = load_as(image, settings)
         labels.append(label)
     return images, labels
 

@@ -1,4 +1,4 @@
-"""captcha_test.py's test sets: a folder (only its held-out part after --val-split), image
+"""captcha_test.py's test sets: a folder (only its test share when training held one out), image
 files given one by one, or fresh generated captchas.
 
 Files and generated captchas are built in memory as a LabelledSet, so evaluate() and the
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from captchakit.codec import LabelCodec
 from captchakit.data.folders import _abs, folder_labels
-from captchakit.data.images import ImageError, collect_files, label_from_name, load_image
+from captchakit.data.images import ImageError, collect_files, label_from_name, load_as
 from captchakit.data.labels import read_labels_file
 from captchakit.data.sets import LabelledSet, in_memory, load_labelled, subset
 from captchakit.data.synth import synth_set
@@ -23,7 +23,7 @@ GENERATE_SPLIT = "test"  # --generate draws the images of captcha_gen.py's test 
 
 def add_test_args(p) -> None:
     p.add_argument("--labels", metavar="FILE", help="CSV or TSV of filename,label lines for the images (default: labels from file names)")
-    p.add_argument("--all-images", action="store_true", help="test every image, even where training held a validation split out")
+    p.add_argument("--all-images", action="store_true", help="test every image, even where training held a test share out of the folder")
 
 
 def files_set(paths: list[Path], codec: LabelCodec, flag: str = "--data", labels_file: dict[str, str] | None = None) -> LabelledSet:
@@ -38,7 +38,7 @@ def files_set(paths: list[Path], codec: LabelCodec, flag: str = "--data", labels
         reason = codec.problem(label) if label else "no label"
         if reason is None:
             try:
-                arrays.append(load_image(path, s.width, s.height))
+                arrays.append(load_as(path, s))
             except ImageError as err:
                 reason = f"not a readable image ({err})"
         if reason:
@@ -75,11 +75,11 @@ def from_args(args, codec: LabelCodec, labels: dict[str, str] | None = None) -> 
 
 
 def load_test_data(args, codec, meta: dict) -> LabelledSet:
-    """captcha_test.py's set (--data with --labels), only its held-out part when the model was
-    trained with --val-split on that same folder."""
+    """captcha_test.py's set (--data with --labels); only the test share when the model was trained
+    on shares of that same folder (or, for older models, only its --val-split part)."""
     paths = args.data if isinstance(args.data, list) else [args.data]
     one_dir = getattr(args, "generate", None) is None and len(paths) == 1 and Path(paths[0]).is_dir()
-    split = meta.get("val_split") or {}
+    split = meta.get("split") or meta.get("val_split") or {}
     same = one_dir and bool(split) and _abs(paths[0]) == split.get("folder") and not args.all_images
     labels_path = args.labels
     if same and not labels_path and meta.get("labels") and Path(meta["labels"]).exists():
@@ -89,13 +89,18 @@ def load_test_data(args, codec, meta: dict) -> LabelledSet:
     if labels_path:
         labels = folder_labels(paths[0], labels_path) if one_dir else read_labels_file(labels_path).labels
     data = from_args(args, codec, labels)
-    if not same:
-        return data
-    held = subset(data, split["held_out"])
+    return held_out_part(data, split, paths[0]) if same else data
+
+
+def held_out_part(data: LabelledSet, split: dict, folder) -> LabelledSet:
+    """The images of `data` that training held out as its test share (old models: its validation part)."""
+    names, said = split.get("test"), "held out as the test share in training: nothing in training saw them"
+    if names is None:  # a model trained before test shares: its --val-split part also chose its epoch
+        names, said = split["held_out"], f"held out for validation in training (--val-split {split['fraction']})"
+    if not names:
+        raise UserError(f"--data {folder}: training held no test share out of it (--test-split 0); pass another folder or --all-images")
+    held = subset(data, names)
     if not len(held):
-        raise UserError(f"--data {paths[0]}: none of the images held out in training is there any more; pass --all-images")
-    print(
-        f"testing only the {len(held):,} images of {data.folder} held out for validation in training "
-        f"(--val-split {split['fraction']}, seed {split['seed']}); --all-images tests every image"
-    )
+        raise UserError(f"--data {folder}: none of the images held out in training is there any more; pass --all-images")
+    print(f"testing only the {len(held):,} images of {data.folder} {said} (seed {split['seed']}); --all-images tests every image")
     return held

@@ -1,16 +1,10 @@
-"""Write labelled captcha images for training, testing and prediction.
-
-    python captcha_gen.py                       # 100,000 train, 1,000 test, 1,000 predict
-    python captcha_gen.py --train 2000 --seed 1 # a small, reproducible set
-
-The train split draws the characters of captcha_setting.TRAIN_EMPHASIS (O and 0, which the
-font draws nearly alike) more often than the others, `--emphasis` says how much; test and
-predict stay uniform, so accuracy is measured on captchas as they come.
+"""Generated captchas written to disk as split folders (train/, test/, predict/), for captcha_gen.py.
 
 Files are named LABEL_ID.png, ID being the image's index in its split, so two captchas with
-the same text never collide. Each image is written to a hidden temporary file and renamed
-into place, so a killed run leaves no half-written image; running the same command again
-generates only the IDs that are missing.
+the same text never collide; each image has its own seed (synth.image_seed), so the files do
+not depend on the number of worker processes. Each image is written to a hidden temporary
+file and renamed into place, so a killed run leaves no half-written image, and a rerun of the
+same command writes only the IDs that are missing.
 """
 
 from __future__ import annotations

@@ -5,9 +5,11 @@
 
 The .onnx file stands alone: the settings (charset, length, image size), the model config
 and a summary of the training meta are stored in its metadata_props, so reading it needs no
-flags. Input `image`: (N, 1, H, W) float32 in [0, 1], exactly what CaptchaCNN takes (images
-are prepared by captchakit.data.images.load_image, as for the PyTorch model); output `logits`:
-(N, length * num_classes); N is free. onnx and onnxruntime are an optional extra
+flags. Input `image`: (N, C, H, W) float32 in [0, 1] (C 1 grey, 3 RGB: the settings' channels),
+exactly what CaptchaCNN takes (images are prepared by captchakit.data.images.load_image with the
+settings stored in the file, as for the PyTorch model); output `logits`:
+(N, length * num_classes), or for a CTC model (N, T, num_classes) per-column log-probabilities
+that captchakit.codec decodes; N is free. onnx and onnxruntime are an optional extra
 (pyproject.toml's onnx extra): they are imported here only, and only when an ONNX file is used.
 """
 
@@ -54,9 +56,18 @@ def metadata(model, ckpt: dict) -> dict[str, str]:
         "settings": json.dumps(s.to_dict()),
         "model_config": json.dumps(model.config.to_dict()),
         "meta": json.dumps(meta),
-        "input": f"{INPUT}: (N, 1, {s.height}, {s.width}) float32, grey in [0, 1], prepared by captcha_dataset.load_image",
-        "output": f"{OUTPUT}: (N, {s.length} * {model.codec.num_classes}) logits, one softmax block per character position",
+        "input": f"{INPUT}: (N, {s.channels}, {s.height}, {s.width}) float32, {'RGB' if s.channels == 3 else 'grey'} in [0, 1], "
+        f"prepared by captcha_dataset.load_image{' with keep_aspect' if s.keep_aspect else ''}",
+        "output": output_text(model),
     }
+
+
+def output_text(model) -> str:
+    """The metadata's description of the output: what the codec reads back."""
+    k = model.codec.num_classes
+    if model.codec.ctc:
+        return f"{OUTPUT}: (N, T, {k}) log-probabilities per image column, class {model.codec.blank} the CTC blank; greedy CTC decoding"
+    return f"{OUTPUT}: (N, {model.settings.length} * {k}) logits, one softmax block per character position"
 
 
 def export_onnx(model, ckpt: dict, path, opset: int = OPSET) -> float | None:
@@ -68,12 +79,16 @@ def export_onnx(model, ckpt: dict, path, opset: int = OPSET) -> float | None:
     onnx = require("onnx", f"--onnx {path}")
     model = model.cpu().eval()
     s = model.settings
-    sample = torch.rand(2, 1, s.height, s.width)
+    sample = torch.rand(2, s.channels, s.height, s.width)
     with atomic_path(path, ".onnx") as tmp:
         with warnings.catch_warnings():
             # The TorchScript exporter is deprecated but needs no extra package (the new one needs
             # onnxscript); it folds BatchNorm into the convolutions and drops Dropout.
             warnings.simplefilter("ignore", DeprecationWarning)
+            # The CTC head's GRU: tracing its Python shape checks warns, and the exporter fears a
+            # fixed batch size, but the exported initial state takes its size from the input.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", "Exporting a model to ONNX with a batch_size other than 1")
             torch.onnx.export(
                 model,
                 (sample,),
@@ -105,7 +120,7 @@ def compare_with_torch(model, path) -> float | None:
     except ImportError:
         return None
     s = model.settings
-    x = torch.rand(8, 1, s.height, s.width, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(8, s.channels, s.height, s.width, generator=torch.Generator().manual_seed(0))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run([OUTPUT], {INPUT: x.numpy()})[0]
     with torch.inference_mode():
@@ -150,8 +165,9 @@ def open_session(path, device: str = "auto"):
 
 
 def onnx_input(arrays: np.ndarray) -> np.ndarray:
-    """(N, H, W) uint8 -> the (N, 1, H, W) float32 in [0, 1] an exported model takes, as to_tensor."""
-    return np.ascontiguousarray(arrays[:, None], dtype=np.float32) / np.float32(255)
+    """(N, H, W) or colour (N, H, W, 3) uint8 -> the (N, C, H, W) float32 in [0, 1] an exported model takes, as to_tensor."""
+    planes = arrays[:, None] if arrays.ndim == 3 else arrays.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(planes, dtype=np.float32) / np.float32(255)
 
 
 class OnnxRecognizer(Recognizer):
@@ -161,10 +177,10 @@ class OnnxRecognizer(Recognizer):
         self.session, self.metadata, self.path = session, props, Path(path)
         self.model, self.checkpoint, self.device = None, None, "cpu"
         self.settings = Settings.from_dict(json.loads(props["settings"]))
-        self.codec = LabelCodec(self.settings)
+        self.codec = LabelCodec(self.settings, ctc=json.loads(props.get("model_config", "{}")).get("head") == "ctc")
 
     def logits(self, arrays: np.ndarray):
-        """(N, H, W) uint8 -> (N, length * num_classes) logits as a CPU tensor."""
+        """(N, H, W[, 3]) uint8 -> (N, length * num_classes) logits (CTC: (N, T, num_classes) log-probs) as a CPU tensor."""
         return torch.from_numpy(self.session.run([OUTPUT], {INPUT: onnx_input(arrays)})[0])
 
 

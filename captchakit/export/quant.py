@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from captchakit.data.images import ImageError, list_images, load_image
+from captchakit.data.images import ImageError, list_images, load_as
 from captchakit.data.synth import draw
 from captchakit.errors import UserError
 from captchakit.export.onnx import INPUT, load_onnx, metadata, onnx_input, require
@@ -31,14 +31,14 @@ CALIBRATION_SEED = 7  # the generated calibration captchas: split "calibration" 
 
 
 def calibration_images(model, folder=None) -> np.ndarray:
-    """(N, H, W) uint8, as load_image gives them: up to CALIBRATION_COUNT images of `folder`, else generated captchas."""
+    """(N, H, W[, 3]) uint8, as load_image gives them: up to CALIBRATION_COUNT images of `folder`, else generated captchas."""
     s = model.settings
     if folder is None:
         return draw(s, CALIBRATION_COUNT, CALIBRATION_SEED, "calibration")[0]
     arrays = []
     for entry in list_images(Path(folder))[:CALIBRATION_COUNT]:
         try:
-            arrays.append(load_image(entry.path, s.width, s.height))
+            arrays.append(load_as(entry.path, s))
         except ImageError:
             continue  # an unreadable file only leaves one calibration image out
     if not arrays:
@@ -49,7 +49,7 @@ def calibration_images(model, folder=None) -> np.ndarray:
 def quantize_onnx(model, ckpt: dict, float_path, out, calibration: np.ndarray) -> float:
     """Write the int8 twin of the float ONNX file `float_path` to `out` (atomic).
 
-    `calibration` is (N, H, W) uint8 (calibration_images). Returns the share of those images
+    `calibration` is (N, H, W[, 3]) uint8 (calibration_images). Returns the share of those images
     whose predicted text matches the float model's.
     """
     onnx = require("onnx", f"--int8 {out}")

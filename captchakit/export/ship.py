@@ -1,12 +1,9 @@
-"""Turn a trained model.pkl into what others use: an ONNX file, a small weights-only copy, the shipped default.
+"""What captcha_export.py writes: an ONNX file (float or int8), a weights-only copy, the shipped default.
 
-    python captcha_export.py --model model.pkl --onnx model.onnx     # for onnxruntime, settings inside
-    python captcha_export.py --model model.pkl --onnx fast.onnx --int8   # int8: most images/s on a CPU
-    python captcha_export.py --model model.pkl --slim small.pkl      # weights only, no training state
-    python captcha_export.py --model model.pkl --ship captchakit/models/default.pkl \\
-        --command "python captcha_train.py ..." --test-dir dataset/test  # float16 weights, + captchakit/models/default.json
-
-Every file is written atomically: a failed export leaves the old file as it was.
+The shipped default model is a float16 weights-only copy plus a .json beside it that records
+the training command, the data, and the accuracy measured on the test folder and on a seeded
+draw of generated captchas (shipped.generated_check), which CI measures again. Every file is
+written atomically: a failed export leaves the old file as it was.
 """
 
 from __future__ import annotations

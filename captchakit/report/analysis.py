@@ -5,8 +5,10 @@
 `analyze()` compares, position by position, the class indices the codec gives the true
 labels with the classes the model picked (the "no character" class of variable-length
 labels included), so confusions such as `0 -> O` or `7 -> (none)` are counted exactly as
-evaluate() scores them. The printed lines and metrics.json come from the same Analysis, so
-they cannot disagree. Pictures are drawn by captchakit.report.plots (matplotlib, imported lazily).
+evaluate() scores them. A CTC model's text is first laid over the truth by edit distance, so
+a dropped character reads `7 -> (none)` where it should stand. The printed lines and
+metrics.json come from the same Analysis, so they cannot disagree. Pictures are drawn by
+captchakit.report.plots (matplotlib, imported lazily).
 """
 
 from __future__ import annotations
@@ -71,12 +73,16 @@ def confusion_matrix(truth: np.ndarray, guess: np.ndarray, num_classes: int) -> 
     return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def analyze(codec: LabelCodec, labels: list[str], guesses, confidences: list[float]) -> Analysis:
-    """`labels`: the true texts; `guesses`: (N, length) class indices the model picked (pad included)."""
+def analyze(codec: LabelCodec, labels: list[str], guesses, confidences: list[float], texts: list[str] | None = None) -> Analysis:
+    """`labels`: the true texts; `guesses`: (N, length) class indices the model picked (pad included).
+
+    `texts`, the texts read, also mark a row wrong: a CTC model's guesses are its text laid over
+    the truth (LabelCodec.aligned), which cannot show every extra character."""
     truth = np.asarray([codec.encode(t) for t in labels], dtype=np.int64).reshape(-1, codec.length)
     guess = np.asarray(guesses, dtype=np.int64).reshape(-1, codec.length)
     right = truth == guess  # (N, length)
-    wrong_rows = np.flatnonzero(~right.all(1))
+    misread = np.asarray([a != b for a, b in zip(labels, texts, strict=True)] if texts is not None else [False] * len(truth), dtype=bool)
+    wrong_rows = np.flatnonzero(~right.all(1) | misread)
     # Most confident mistakes first: those are the ones a threshold on confidence cannot catch.
     errors = sorted(wrong_rows.tolist(), key=lambda i: (-confidences[i], i))
     return Analysis(
@@ -92,7 +98,7 @@ def analyze(codec: LabelCodec, labels: list[str], guesses, confidences: list[flo
 def analyze_result(codec: LabelCodec, result) -> Analysis:
     """Analysis of an EvalResult made with keep_predictions=True."""
     labels = [p[1] for p in result.predictions]
-    return analyze(codec, labels, result.guesses, [p[3] for p in result.predictions])
+    return analyze(codec, labels, result.guesses, [p[3] for p in result.predictions], [p[2] for p in result.predictions])
 
 
 def metrics(result, analysis: Analysis, source: str = "", model: str = "") -> dict:
@@ -102,6 +108,7 @@ def metrics(result, analysis: Analysis, source: str = "", model: str = "") -> di
         "data": source,
         "n": result.n,
         "accuracy": result.accuracy,
+        "standard_error": result.standard_error,
         "char_accuracy": result.char_accuracy,
         "loss": result.loss,
         "errors": len(analysis.errors),
@@ -115,7 +122,8 @@ def metrics(result, analysis: Analysis, source: str = "", model: str = "") -> di
 def report_lines(m: dict) -> list[str]:
     """The lines printed after the summary, from metrics() so that the JSON agrees with them."""
     positions = "  ".join(f"{i + 1}: {a:.1%}" for i, a in enumerate(m["position_accuracy"]))
-    lines = [f"misread: {m['errors']:,} of {m['n']:,} captchas", f"accuracy by position: {positions}"]
+    se = f"standard error of the accuracy: {m['standard_error']:.2%} (a test of {m['n']:,} captchas)"
+    lines = [f"misread: {m['errors']:,} of {m['n']:,} captchas", se, f"accuracy by position: {positions}"]
     confusions = m["confusions"][:TOP_CONFUSIONS]
     if confusions:
         lines.append(f"most frequent confusions (true -> read), {len(confusions)} of {len(m['confusions'])}:")

@@ -36,15 +36,17 @@ def _save(fig, path) -> None:
 
 
 def _cells(images: np.ndarray, columns: int):
-    """(k, H, W) uint8 -> one grey grid image with a white text band under each captcha."""
+    """(k, H, W) grey or (k, H, W, 3) colour uint8 -> one grid image, (H', W') or (H', W', 3),
+    with a white text band under each captcha."""
     import torch
     from torchvision.utils import make_grid
 
-    k, h, w = images.shape
-    x = torch.ones(k, 1, h + BAND, w)
-    x[:, 0, :h] = torch.from_numpy(np.ascontiguousarray(images)).float() / 255.0
+    k, h, w = images.shape[:3]
+    pixels = torch.from_numpy(np.ascontiguousarray(images)).float() / 255.0
+    x = torch.ones(k, 1 if images.ndim == 3 else 3, h + BAND, w)
+    x[:, :, :h] = pixels[:, None] if images.ndim == 3 else pixels.permute(0, 3, 1, 2)
     grid = make_grid(x, nrow=columns, padding=GAP, pad_value=1.0)  # (3, rows*(h+BAND+GAP)+GAP, ...)
-    return grid[0].numpy()
+    return grid[0].numpy() if images.ndim == 3 else grid.permute(1, 2, 0).numpy()
 
 
 def _aligned(analysis, row: int) -> list[tuple[str, str, bool]]:
@@ -61,7 +63,7 @@ def _aligned(analysis, row: int) -> list[tuple[str, str, bool]]:
 def error_gallery(path, images: np.ndarray, analysis, rows: list[int], result) -> int:
     """errors.png: misread captchas with their true and read text, wrong characters marked.
 
-    `images` (k, H, W) are the captchas of `rows` as the model saw them. Returns k.
+    `images` (k, H, W) or (k, H, W, 3) are the captchas of `rows` as the model saw them. Returns k.
     """
     total, n = len(analysis.errors), len(analysis.truth)
     if not rows:
@@ -69,10 +71,10 @@ def error_gallery(path, images: np.ndarray, analysis, rows: list[int], result) -
         fig.text(0.5, 0.5, f"no misread captchas: all {n:,} read right", ha="center", va="center", fontsize=14)
         _save(fig, path)
         return 0
-    k, h, w = images.shape
+    k, h, w = images.shape[:3]
     columns = min(GALLERY_COLUMNS, k)
     grid = _cells(images, columns)
-    gh, gw = grid.shape
+    gh, gw = grid.shape[:2]
     title_in = 0.7
     fig = _figure(max(gw * SCALE / DPI, 5.5), gh * SCALE / DPI + title_in)
     ax = fig.add_axes((0, 0, 1, 1 - title_in / fig.get_figheight()))

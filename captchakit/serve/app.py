@@ -1,13 +1,10 @@
-"""Serve a trained model over HTTP: a JSON API, the classic /b endpoint and a web page.
+"""The HTTP app around a loaded model: the JSON API (/predict), the classic /b endpoint, /health and a web page.
 
-    python captcha_server.py --model model.pkl --host 127.0.0.1 --port 9999
-    curl -F image=@captcha.png http://127.0.0.1:9999/predict
-
-The model is loaded once. Requests are decoded on the event loop and the model runs on one
-worker thread; images from requests that arrive while it is busy are run together as one
-batch, so concurrent clients share forward passes instead of queueing behind each other.
-Endpoints and bad-input answers are described in README.md ("Serve it over HTTP") and at
-/docs (the OpenAPI description, also as /openapi.json).
+The model is loaded once (captcha_server.py). Requests are decoded on the event loop and the
+model runs on one worker thread; images from requests that arrive while it is busy are run
+together as one batch (`Batcher`), so concurrent clients share forward passes instead of
+queueing behind each other. Request bodies are parsed and checked in serve/input.py, the
+OpenAPI descriptions of the bodies and answers are in serve/schema.py.
 """
 
 from __future__ import annotations
@@ -133,6 +130,8 @@ class Service:
     def __init__(self, recognizer, max_images: int, save_dir: Path | None):
         self.recognizer, self.max_images, self.save_dir = recognizer, max_images, save_dir
         self.batcher = Batcher(recognizer)
+        # A colour model's uploads are decoded in colour: grey pixels could not be turned back.
+        self.channels = getattr(getattr(recognizer, "settings", None), "channels", 1)
         self.served, self.started = 0, time.time()
 
     async def read(self, request: Request, field: str, json_ok: bool, raw_ok: bool) -> tuple[list[Upload], bool]:
@@ -152,10 +151,10 @@ class Service:
             accepted = "multipart/form-data, application/json or image bytes" if raw_ok else f"multipart/form-data with a {field!r} file"
             raise unsupported(kind, accepted)
         if sum(len(u.data) for u in uploads) > INLINE_DECODE_BYTES:
-            await run_in_threadpool(lambda: [u.decode() for u in uploads])
+            await run_in_threadpool(lambda: [u.decode(self.channels) for u in uploads])
         else:
             for u in uploads:
-                u.decode()
+                u.decode(self.channels)
         if self.save_dir is not None:
             await run_in_threadpool(self.save, uploads)
         return uploads, as_list

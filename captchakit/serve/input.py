@@ -43,10 +43,10 @@ class Upload:
     def __init__(self, data: bytes, what: str):
         self.data, self.what = data, what
         self.format = "bin"
-        self.pixels: np.ndarray | None = None  # (H, W) uint8 at the upload's own size
+        self.pixels: np.ndarray | None = None  # (H, W) uint8 (H, W, 3 for a colour model) at the upload's own size
 
-    def decode(self) -> Upload:
-        """Check the header, then decode; raises BadInput for anything that is not a sane image."""
+    def decode(self, channels: int = 1) -> Upload:
+        """Check the header, then decode (grey, or RGB for `channels` 3); raises BadInput for anything that is not a sane image."""
         if not self.data:
             raise BadInput(400, f"{self.what}: empty; send the bytes of a {FORMATS} image")
         try:
@@ -68,7 +68,7 @@ class Upload:
         self.format = EXTENSIONS.get(image.format or "", (image.format or "bin").lower())
         try:
             # Decoded at its own size: the recognizer resizes it to what its model reads.
-            self.pixels = load_image(image, width, height)
+            self.pixels = load_image(image, width, height, channels=channels)
         except ImageError as err:
             raise BadInput(400, f"{self.what}: truncated or corrupt image ({err}); send the whole file") from None
         return self

@@ -33,6 +33,12 @@ SMALL_DATA = 20_000  # fewer training images than this: augmentation on, epochs 
 SMALL_DATA_IMAGES = 240_000  # images a small-data run sees in all (epochs = this / training images)
 MAX_SMALL_EPOCHS = 400
 
+# Own data: the shares of --train-dir held out when no --val-dir is given (or with --val-split).
+VAL_SHARE = 0.1  # chooses the epoch, stops the run
+TEST_SHARE = 0.1  # nothing in training touches it; captcha_test.py tests it
+FEW_TO_DECIDE = 100  # a validation share smaller than this is said to be a rough judge
+SMALL_PATIENCE = 10  # the fewest epochs without a better validation accuracy before a small-data run stops
+
 ONLINE_VAL = 2_000  # generated validation captchas of --online when --val-dir does not exist
 
 
@@ -42,10 +48,11 @@ class TrainConfig:
 
     # Data: a folder (or --online generation) to train on, and what checks each epoch.
     train_dir: str = cs.TRAIN_DATASET_PATH
-    val_dir: str = cs.TEST_DATASET_PATH
+    val_dir: str | None = None  # None: dataset/test for dataset/train, else shares held out of train_dir
     labels: str | None = None
     val_labels: str | None = None
     val_split: float | None = None
+    test_split: float | None = None
     split_seed: int | None = None
     online: bool = False
     online_size: int = cs.TRAIN_COUNT
@@ -57,6 +64,7 @@ class TrainConfig:
     height: int | None = None
     min_length: int | None = None
     ignore_case: bool = False
+    color: bool | None = None  # --color / --grey; None: colour only where grey loses the text (prepare.py)
     # The network and where its weights start.
     model_config: str | None = None  # JSON of ModelConfig fields to override
     init_from: str | None = None
@@ -72,6 +80,7 @@ class TrainConfig:
     shift: int = SHIFT
     ema: float = EMA_DECAY  # study item 11
     target_acc: float | None = None
+    patience: int | None = None  # epochs without a better validation accuracy before stopping; 0: never
     # Output, and this machine's choices (never restored by --resume).
     model: str = cs.MODEL_PATH
     resume: bool = False
@@ -109,25 +118,31 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class Plan:
-    """What the run decided: the epochs, the augmentation strength (0: off), the sideways shift, the processes."""
+    """What the run decided: the epochs, the augmentation strength (0: off), the sideways shift, the
+    processes, and the patience (epochs without a better validation accuracy before stopping; 0: never)."""
 
     epochs: int
     augment: float
     shift: int
     world_size: int = 1
+    patience: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> Plan:
-        return cls(int(data["epochs"]), float(data["augment"]), int(data["shift"]), int(data.get("world_size", 1)))
+        return cls(
+            int(data["epochs"]), float(data["augment"]), int(data["shift"]), int(data.get("world_size", 1)), int(data.get("patience", 0))
+        )
 
 
 def make_plan(config: TrainConfig, n_train: int, world_size: int = 1) -> Plan:
-    """Epochs and augmentation left open on the command line, chosen from the data size.
+    """Epochs, augmentation and patience left open on the command line, chosen from the data size.
 
-    An --online run draws fresh captchas every epoch: it gets the big-data recipe."""
+    An --online run draws fresh captchas every epoch: it gets the big-data recipe, whose fixed
+    budget is never cut short by a noisy validation figure (patience 0). A small data set runs
+    many epochs, and stops once a quarter of them (at least SMALL_PATIENCE) bring nothing better."""
     small = n_train < SMALL_DATA and not config.online
     epochs = config.epochs
     if epochs is None:
@@ -136,4 +151,5 @@ def make_plan(config: TrainConfig, n_train: int, world_size: int = 1) -> Plan:
             print(f"small data set ({n_train:,} training images): {epochs} epochs (--epochs to choose)")
     on = small if config.augment is None else config.augment
     augment = float(config.augment_strength) if on else 0.0
-    return Plan(epochs, augment, 0 if augment else config.shift, world_size)
+    patience = config.patience if config.patience is not None else (max(SMALL_PATIENCE, epochs // 4) if small else 0)
+    return Plan(epochs, augment, 0 if augment else config.shift, world_size, patience)

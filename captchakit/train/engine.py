@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from captchakit.data.images import to_tensor
+from captchakit.data.images import nchw, to_tensor
 from captchakit.errors import UserError
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -70,13 +70,13 @@ class Engine:
         self.scaler.update()
 
     def to_device(self, images: np.ndarray, targets: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, H, W) uint8 and (B, length) int64 -> x (B, 1, H, W) float in [0, 1], y, on the device."""
+        """(B, H, W) or colour (B, H, W, 3) uint8 and (B, length) int64 -> x (B, C, H, W) float in [0, 1], y, on the device."""
         if self.device.type != "cuda":
             x = to_tensor(images).to(self.device, non_blocking=True)
             return x, torch.from_numpy(np.ascontiguousarray(targets)).to(self.device, non_blocking=True)
         x = torch.from_numpy(np.ascontiguousarray(images)).pin_memory().to(self.device, non_blocking=True)
         y = torch.from_numpy(np.ascontiguousarray(targets)).pin_memory().to(self.device, non_blocking=True)
-        x = x.unsqueeze(1).float().div_(255.0).contiguous(memory_format=torch.channels_last)
+        x = nchw(x).float().div_(255.0).contiguous(memory_format=torch.channels_last)
         return x, y
 
     def describe(self) -> str:

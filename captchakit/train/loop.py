@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from captchakit.checkpoint import save_checkpoint
@@ -75,11 +74,10 @@ def train_step(model, x, y, optimizer, scheduler, label_smoothing: float, engine
 
     `engine` (captchakit.train.engine) adds DDP, mixed precision or torch.compile; without it, plain fp32.
     """
-    k = model.codec.num_classes
     net = engine.net if engine else model
     with engine.autocast() if engine else contextlib.nullcontext():
-        logits = net(x)  # (B, length * k)
-        loss = F.cross_entropy(logits.view(-1, k).float(), y.view(-1), label_smoothing=label_smoothing)
+        logits = net(x)  # (B, length * k), or the CTC head's (B, T, k)
+        loss = model.loss(logits, y, label_smoothing)  # the head's own loss: CaptchaCNN.loss
     optimizer.zero_grad(set_to_none=True)
     if engine:
         engine.backward_step(loss, optimizer)
@@ -124,7 +122,7 @@ class Trainer:
         )
         total = 0.0
         for step, (images, labels) in enumerate(batches):
-            x, y = self.engine.to_device(images, labels)  # (B, 1, H, W) float, (B, length)
+            x, y = self.engine.to_device(images, labels)  # (B, C, H, W) float, (B, length)
             x = augment_batch(x, self.plan.augment, self.plan.shift, seed, epoch, step)
             total += train_step(self.model, x, y, self.optimizer, self.scheduler, c.label_smoothing, self.engine)
             if self.ema:
@@ -162,7 +160,7 @@ class Progress:
 
 def fit(trainer: Trainer, train, val, targets: np.ndarray | None, history: History, progress: Progress, meta: dict) -> int:
     """The epochs; with --ema the average is what is checked and saved as the best model."""
-    c, model_path = trainer.config, trainer.config.model
+    model_path = trainer.config.model
     best, elapsed, best_epoch = progress.best, progress.elapsed, history.best_epoch()
     for epoch in range(progress.first, trainer.plan.epochs + 1):
         start = time.perf_counter()
@@ -179,8 +177,9 @@ def fit(trainer: Trainer, train, val, targets: np.ndarray | None, history: Histo
         save_epoch(trainer, improved, trainer.state(epoch, best, elapsed, history), {**meta, **epoch_meta(epoch, last, best, elapsed)})
         mark = f"  -> saved {model_path}" if improved else ""
         print(f"epoch {epoch}/{trainer.plan.epochs}  loss {loss:.4f}  {last.summary('val')}{raw}  {took:.0f} s{mark}", flush=True)
-        if c.target_acc is not None and last.accuracy >= c.target_acc:
-            print(f"reached --target-acc {c.target_acc:.2%} at epoch {epoch}")
+        why = stop_reason(trainer, epoch, last.accuracy, best_epoch)
+        if why:
+            print(why)
             break
     rate = len(train) * len(history.rows) / elapsed if elapsed else 0
     print(
@@ -188,6 +187,19 @@ def fit(trainer: Trainer, train, val, targets: np.ndarray | None, history: Histo
         f"best {best:.2%} exact at epoch {best_epoch}, saved to {model_path}"
     )
     return 0
+
+
+def stop_reason(trainer: Trainer, epoch: int, accuracy: float, best_epoch: int) -> str | None:
+    """Why the run stops after `epoch`, or None: --target-acc reached, nothing left to learn on the
+    validation set (100%), or --patience epochs without a better accuracy. The best model is saved."""
+    target, patience = trainer.config.target_acc, trainer.plan.patience
+    if target is not None and accuracy >= target:
+        return f"reached --target-acc {target:.2%} at epoch {epoch}"
+    if patience and accuracy >= 1.0:
+        return f"validation accuracy reached 100% at epoch {epoch}: nothing left to learn on it, stopping (--patience 0 goes on)"
+    if patience and epoch - int(best_epoch) >= patience:
+        return f"no better validation accuracy for {patience} epochs (best at epoch {best_epoch}), stopping (--patience N to choose)"
+    return None
 
 
 def save_epoch(trainer: Trainer, improved: bool, state: dict, meta: dict) -> None:

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from captchakit import settings as cs
 from captchakit.codec import LabelCodec
 from captchakit.data.folders import folder_labels
-from captchakit.data.images import load_image
+from captchakit.data.images import load_as
 from captchakit.data.sets import LabelledSet, load_labelled
 from captchakit.data.synth import CaptchaFactory, synth_set
 from captchakit.errors import UserError
@@ -69,11 +69,11 @@ class CaptchaStream(IterableDataset):
         factory, codec = CaptchaFactory(s, emphasis=self.emphasis), LabelCodec(s)
         for b in range(worker, len(self), workers):
             lo, hi = b * self.batch, min((b + 1) * self.batch, self.count)
-            images = np.empty((hi - lo, s.height, s.width), dtype=np.uint8)
+            images = np.empty((hi - lo, *s.array_shape), dtype=np.uint8)
             targets = np.empty((hi - lo, codec.length), dtype=np.int64)
             for j, index in enumerate(range(self.start + lo, self.start + hi)):
                 label, image = factory.make_seeded(self.seed, self.split, index)
-                images[j] = load_image(image, s.width, s.height)
+                images[j] = load_as(image, s)
                 targets[j] = codec.encode(label)
             yield images, targets  # (B, H, W) uint8, (B, length) int64
 
@@ -116,11 +116,12 @@ def load_train_val(config: TrainConfig, codec: LabelCodec) -> tuple[OnlineSet, L
             raise UserError(f"{flag} {value}: use at least 1")
     workers = default_workers(config.workers)
     train = OnlineSet(codec.settings, config.online_size, config.seed, workers)
-    if Path(config.val_dir).is_dir():
-        labels = folder_labels(config.val_dir, config.val_labels, "--val-labels")
-        val = load_labelled(config.val_dir, codec, "--val-dir", labels=labels)
+    val_dir = config.val_dir or cs.TEST_DATASET_PATH
+    if Path(val_dir).is_dir():
+        labels = folder_labels(val_dir, config.val_labels, "--val-labels")
+        val = load_labelled(val_dir, codec, "--val-dir", labels=labels)
     elif distributed.is_main():
-        print(f"--val-dir {config.val_dir}: no such folder; checking on {config.online_val:,} generated captchas (seed {VAL_SEED})")
+        print(f"--val-dir {val_dir}: no such folder; checking on {config.online_val:,} generated captchas (seed {VAL_SEED})")
         val = synth_set(
             codec, config.online_val, VAL_SEED, "online-val", source=f"<{config.online_val:,} generated captchas, seed {VAL_SEED}>"
         )

@@ -2,7 +2,9 @@
 
 - Settings not given on the command line are read off the training folder: the charset and
   the label lengths from the labels, the image size from the median image (rounded to the
-  network's stem factor), printed and stored in model.pkl.
+  network's stem factor; taller images are read scaled down to a working height, aspect ratio
+  kept: `read_size`), colour where grey loses the images' contrast (`choose_colour`), printed
+  and stored in model.pkl.
 - `--val-split F` holds a seeded share of the training folder out for validation and records
   which files, so that `captcha_test.py --data SAME_FOLDER` tests only those.
 - `--init-from MODEL` starts the convolution layers from another model (fine-tuning).
@@ -10,21 +12,25 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from captchakit import settings as cs
 from captchakit.checkpoint import read_checkpoint
 from captchakit.cli import settings_from_args
 from captchakit.codec import LabelCodec
-from captchakit.data.folders import folder_labels, median_size, raw_labels, round_to, split_names
+from captchakit.data.colour import COLOUR_SAMPLE, GREY_ENOUGH, grey_share
+from captchakit.data.folders import folder_labels, image_sizes, median_of, raw_labels, round_to, sample_names, three_way_split, working_size
 from captchakit.data.images import check_folder
 from captchakit.data.sets import LabelledSet, load_labelled, subset
 from captchakit.errors import UserError
-from captchakit.model import CaptchaCNN
+from captchakit.model import CaptchaCNN, ModelConfig
 from captchakit.settings import Settings
-from captchakit.train.config import TrainConfig
+from captchakit.train.config import FEW_TO_DECIDE, TEST_SHARE, VAL_SHARE, TrainConfig
 
 
 def infer_settings(config: TrainConfig, stem: int) -> Settings:
@@ -41,13 +47,48 @@ def infer_settings(config: TrainConfig, stem: int) -> Settings:
             said.append(f"charset {charset!r} ({len(charset)})")
         if config.length is None:
             said.append(f"length {describe_lengths(lengths)}")
-    size = median_size(folder, [n for n, t in labels.items() if t], config.seed) if None in (config.width, config.height) else None
-    if size:
-        base = base.with_(width=size[0], height=size[1])
-        said.append(f"median image size {size[0]}x{size[1]}")
+    named = [n for n, t in labels.items() if t]
+    base, size_note = read_size(config, folder, named, base, stem, said)
     if said:
         print(f"read off {len(texts):,} labelled images in {folder}: " + ", ".join(said))
-    return finish_settings(config, base, stem)
+    if size_note:
+        print(size_note)
+    return choose_colour(config, folder, named, finish_settings(config, base, stem))
+
+
+def read_size(config: TrainConfig, folder: Path, names: list[str], base: Settings, stem: int, said: list[str]) -> tuple[Settings, str]:
+    """`base` with the size the images are read at, and a line saying why when it is not their median size.
+
+    Images taller than WORKING_HEIGHT (neither --width nor --height given) are read scaled down to it,
+    aspect ratio kept and padded (Settings.keep_aspect); smaller ones at their median size, as before."""
+    if None not in (config.width, config.height):
+        return base, ""
+    sizes = image_sizes(folder, names, config.seed)
+    median = median_of(sizes)
+    if median is None:
+        return base, ""
+    said.append(f"median image size {median[0]}x{median[1]}")
+    work = working_size(sizes, stem) if config.width is None and config.height is None else None
+    if work is None:
+        return base.with_(width=median[0], height=median[1]), ""
+    note = (
+        f"working size {work[0]}x{work[1]}: the images are read scaled to {work[1]} pixels high, aspect ratio kept "
+        f"(padded where an image's differs), since a step costs what its pixels cost; --width and --height choose another size"
+    )
+    return base.with_(width=work[0], height=work[1], keep_aspect=True), note
+
+
+def choose_colour(config: TrainConfig, folder: Path, names: list[str], settings: Settings) -> Settings:
+    """Colour (3 channels) when neither --color nor --grey is given and a grey copy of the images
+    keeps too little of their edge contrast (data/colour.py); else `settings` as they are."""
+    if config.color is not None or not names:
+        return settings
+    paths = [folder / n for n in sample_names(names, COLOUR_SAMPLE, config.seed)]
+    share = grey_share(paths, settings.width, settings.height, settings.keep_aspect)
+    if share is None or share >= GREY_ENOUGH:
+        return settings
+    print(f"colour: a grey copy keeps {share:.0%} of the images' edge contrast, so they are read in colour (--grey to read them grey)")
+    return settings.with_(channels=3)
 
 
 def describe_lengths(lengths: list[int]) -> str:
@@ -65,6 +106,8 @@ def finish_settings(config: TrainConfig, base: Settings, stem: int) -> Settings:
         # A named --length is exact: labels of another length are listed as unusable (--min-length opens a range).
         base = base.with_(min_length=config.length, length=config.length)
     settings = settings_from_args(config, base)
+    if config.color is not None:
+        settings = settings.with_(channels=3 if config.color else 1)
     if config.ignore_case:
         settings = settings.with_(charset="".join(dict.fromkeys(settings.charset.upper())), ignore_case=True)
     if config.min_length is not None:
@@ -84,6 +127,7 @@ def new_model(config: TrainConfig) -> CaptchaCNN:
     network = config.network()
     # Without a training folder to read them off, --online's settings are the flags over the defaults.
     settings = finish_settings(config, Settings(), network.stem) if config.online else infer_settings(config, network.stem)
+    network = sequence_head(config, network, settings)
     torch.manual_seed(config.seed)
     try:
         model = CaptchaCNN(settings, network)
@@ -94,10 +138,21 @@ def new_model(config: TrainConfig) -> CaptchaCNN:
     return model
 
 
+def sequence_head(config: TrainConfig, network: ModelConfig, settings: Settings) -> ModelConfig:
+    """Variable-length labels get the CTC head, which aligns itself to texts of any length, unless
+    --model-config names a head (the study: docs/BENCHMARKS.md, "Variable length"); fixed-length
+    labels keep the head they have."""
+    if not settings.variable_length or "head" in json.loads(config.model_config or "{}"):
+        return network
+    print('variable-length labels: the CTC head (--model-config \'{"head": "attention"}\' for the position head)')
+    return replace(network, head="ctc")
+
+
 def init_from(path: str, model: CaptchaCNN) -> None:
     """Copy the convolution stack of the model at `path` into `model` (fine-tuning); the head stays fresh."""
     src = read_checkpoint(path, flag="--init-from")["state_dict"]
     own = model.state_dict()
+    src = {k: grey_to_colour(v, own[k].shape) if k in own else v for k, v in src.items()}
     fits = {k: v for k, v in src.items() if k.startswith("features.") and k in own and own[k].shape == v.shape}
     wanted = [k for k in own if k.startswith("features.")]
     if len(fits) < len(wanted):
@@ -109,21 +164,58 @@ def init_from(path: str, model: CaptchaCNN) -> None:
     print(f"convolution layers from {path} ({len(fits)} tensors); the output layer starts fresh")
 
 
+def grey_to_colour(weight: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """A grey model's first conv weights (out, s*s, k, k) for a colour model's (out, 3*s*s, k, k); other tensors as they are.
+
+    The stem's space-to-depth puts each colour's s*s planes in a block; each block gets the weights times
+    that colour's luma weight, so the colour model starts out reading the grey image the grey one read."""
+    fits = weight.dim() == len(shape) == 4 and shape[1] == 3 * weight.shape[1]
+    if not fits or (shape[0], *shape[2:]) != (weight.shape[0], *weight.shape[2:]):
+        return weight
+    return torch.cat([weight * luma for luma in (0.299, 0.587, 0.114)], dim=1)
+
+
 def load_train_val(config: TrainConfig, codec: LabelCodec) -> tuple[LabelledSet, LabelledSet, dict]:
     """(train, validation, what model.pkl should remember about the data), from --train-dir and
-    --val-dir or a --val-split of --train-dir."""
+    --val-dir, or from validation and test shares held out of --train-dir."""
     workers = config.workers
     train = load_labelled(config.train_dir, codec, "--train-dir", workers, labels=folder_labels(config.train_dir, config.labels))
     meta = {"labels": absolute(config.labels), "ignore_case": codec.ignore_case}
-    if config.val_split is None:
-        val_labels = folder_labels(config.val_dir, config.val_labels, "--val-labels")
-        return train, load_labelled(config.val_dir, codec, "--val-dir", workers, labels=val_labels), meta
+    if not holds_shares_out(config):
+        val_dir = config.val_dir or cs.TEST_DATASET_PATH
+        val_labels = folder_labels(val_dir, config.val_labels, "--val-labels")
+        return train, load_labelled(val_dir, codec, "--val-dir", workers, labels=val_labels), meta
     seed = config.seed if config.split_seed is None else config.split_seed
-    kept, held = split_names(train.names, config.val_split, seed, "--val-split", train.folder)
-    train, val = subset(train, kept, train.skipped), subset(train, held)
-    meta["val_split"] = {"folder": absolute(config.train_dir), "fraction": config.val_split, "seed": seed, "held_out": held}
-    print(f"validation: {len(held):,} images held out of {train.folder} (--val-split {config.val_split}, seed {seed})")
+    fractions = (
+        VAL_SHARE if config.val_split is None else config.val_split,
+        TEST_SHARE if config.test_split is None else config.test_split,
+    )
+    kept, val_names, test_names = three_way_split(train.names, *fractions, seed, train.folder)
+    train, val = subset(train, kept, train.skipped), subset(train, val_names)
+    meta["split"] = {"folder": absolute(config.train_dir), "seed": seed, "fractions": fractions, "val": val_names, "test": test_names}
+    say_shares(train.folder, len(val), len(test_names), seed)
     return train, val, meta
+
+
+def holds_shares_out(config: TrainConfig) -> bool:
+    """Validation and test shares come out of --train-dir when --val-split asks for them, or when
+    --train-dir is given without --val-dir (the default data set keeps its own test folder)."""
+    if config.val_split is not None:
+        return True
+    if config.val_dir is not None or Path(config.train_dir).resolve() == Path(cs.TRAIN_DATASET_PATH).resolve():
+        if config.test_split is not None:
+            raise UserError("--test-split: a test share is held out of --train-dir only with --val-split or without --val-dir")
+        return False
+    return True
+
+
+def say_shares(folder, n_val: int, n_test: int, seed: int) -> None:
+    print(
+        f"held out of {folder} (seed {seed}): {n_val:,} images for validation (they choose the epoch and stop the run), "
+        f"{n_test:,} as a test share nothing in training touches (captcha_test.py --data on this folder tests them)"
+    )
+    if n_val < FEW_TO_DECIDE:
+        print(f"validation share of {n_val} images: one image is {1 / n_val:.1%} of it, so the best epoch is a rough choice; label more")
 
 
 def absolute(path) -> str | None:

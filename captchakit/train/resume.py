@@ -31,7 +31,7 @@ from captchakit.train.config import SHIFT, Plan, TrainConfig
 MACHINE = frozenset({"resume", "model", "device", "threads", "workers", "precision", "compile", "start_dir"})
 # The run's recipe and data source: the schedule and the optimizer state depend on them.
 RECIPE = ("epochs", "batch_size", "lr", "weight_decay", "label_smoothing", "seed", "model_config", "init_from", "online", "online_size")
-SETTINGS = ("charset", "length", "width", "height", "min_length", "ignore_case")
+SETTINGS = ("charset", "length", "width", "height", "min_length", "ignore_case", "color")
 # Flags that name files: relative ones are read from the folder the run was started in.
 PATHS = ("train_dir", "val_dir", "labels", "val_labels", "init_from")
 
@@ -106,7 +106,7 @@ def refuse_change(dest: str, value, saved, settings: Settings) -> None:
             f"are built for that; resume without {flag(dest)}, or start a new run with another --model"
         )
     if dest in SETTINGS and not same(dest, value, saved):
-        trained = getattr(settings, dest)
+        trained = getattr(settings, dest) if dest != "color" else settings.channels == 3
         if dest == "charset" and settings.ignore_case:
             value = "".join(dict.fromkeys(value.upper()))
         if value != trained:

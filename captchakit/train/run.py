@@ -47,7 +47,7 @@ def run(config: TrainConfig, given: dict | None = None) -> int:
         history = History(history.path.parent, state["history"])
     describe(trainer, train, val, device)
     meta = {"epochs": plan.epochs, "train_images": len(train), "train_dir": str(config.train_dir), "torch": torch.__version__}
-    meta.update(data_meta, augment=plan.augment, shift=plan.shift)
+    meta.update(data_meta, augment=plan.augment, shift=plan.shift, patience=plan.patience)
     return fit(trainer, train, val, train.targets(model.codec), history, progress, meta)
 
 

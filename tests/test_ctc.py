@@ -1,0 +1,219 @@
+"""The CTC head: codec targets and greedy decoding, the head's shapes and loss, scoring, and a tiny
+variable-length folder trained, tested, predicted and exported end to end; old models keep their head."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from owndata_data import draw
+
+import captcha_export
+import captcha_gen
+import captcha_predict
+import captcha_test
+import captcha_train
+from captcha_setting import Settings
+from captchakit.checkpoint import FORMAT, load_checkpoint, read_checkpoint
+from captchakit.codec import LabelCodec, alignment, edit_distance
+from captchakit.ctc import output_columns
+from captchakit.data.sets import in_memory
+from captchakit.evaluate import evaluate
+from captchakit.model import CaptchaCNN, ModelConfig, with_test_shifts
+from captchakit.report.analysis import analyze
+
+VARIABLE = Settings(charset="abc123", length=6, min_length=2)
+CODEC = LabelCodec(VARIABLE, ctc=True)
+FAST = ["--epochs", "1", "--batch-size", "16", "--threads", "2"]
+fast = settings(max_examples=60, deadline=None)  # the machine is shared: no timing-based failures
+
+
+def perfect_path(codec: LabelCodec, text: str, columns: int, stretch: int = 2) -> list[int]:
+    """A CTC path that spells `text`: each character held `stretch` columns, a blank between
+    repeated characters (and before and after), blanks filling the rest."""
+    path = [codec.blank]
+    for i, c in enumerate(text):
+        if i and text[i - 1] == c:
+            path.append(codec.blank)
+        path += [codec.charset.index(c)] * stretch
+    path += [codec.blank] * (columns - len(path))
+    assert len(path) == columns
+    return path
+
+
+def sure_log_probs(codec: LabelCodec, paths: list[list[int]]) -> torch.Tensor:
+    """(N, T, K) log-probabilities of a network sure of each path."""
+    onehot = torch.nn.functional.one_hot(torch.tensor(paths), codec.num_classes).float()
+    return (onehot * 20.0).log_softmax(-1)
+
+
+@fast
+@given(st.lists(st.text(alphabet="abc123", min_size=2, max_size=6), min_size=1, max_size=5))
+def test_targets_and_a_perfect_path_round_trip(texts):
+    assert CODEC.num_classes == 7 and CODEC.blank == CODEC.pad == 6  # the blank is the padding class
+    targets, lengths = CODEC.ctc_targets(CODEC.encode_batch(texts))
+    assert targets.shape == (len(texts), 6) and lengths.tolist() == [len(t) for t in texts]
+    decoded = CODEC.decode(sure_log_probs(CODEC, [perfect_path(CODEC, t, 24) for t in texts]))
+    assert [t for t, _ in decoded] == texts
+    assert all(0.99 < conf <= 1.0 for _, conf in decoded)
+
+
+def test_repeats_need_a_blank_between_them():
+    b, a = CODEC.blank, CODEC.charset.index("a")
+    assert CODEC.collapse([b, a, a, a, b]) == "a"  # one character held over three columns
+    assert CODEC.collapse([a, b, a]) == "aa"  # a blank separates a repeated character
+    assert CODEC.collapse([a, a, b, b, 1, 1, a]) == "aba"
+    assert perfect_path(CODEC, "aab", 10) == [b, a, a, b, a, a, 1, 1, b, b]
+    fixed = LabelCodec(Settings(charset="AB", length=2), ctc=True)  # fixed length still gets its blank
+    assert fixed.num_classes == 3 and fixed.blank == 2 and fixed.ctc_targets(fixed.encode_batch(["AB"]))[1].tolist() == [2]
+
+
+def test_confidence_is_the_best_paths_probability():
+    # Column 1: p(a) = 3/4; column 2: p(blank) = 4/5: "a" with 0.75 * 0.8.
+    logp = torch.log(torch.tensor([[[0.75] + [0.25 / 6] * 6, [0.2 / 6] * 6 + [0.8]]]))
+    [(text, conf)] = CODEC.decode(logp)
+    assert text == "a" and conf == pytest.approx(0.75 * 0.8, rel=1e-5)
+
+
+def test_edit_distance_and_the_texts_laid_over_the_truth():
+    assert edit_distance("kitten", "sitting") == 3 and edit_distance("", "ab") == 2 and edit_distance("ab", "ab") == 0
+    assert alignment("abc", "ac") == [(0, 0), (1, None), (2, 1)]
+    pad, idx = CODEC.pad, CODEC.charset.index
+    assert CODEC.aligned("abc1", "ac1") == [idx("a"), pad, idx("c"), idx("1"), pad, pad]  # "b" dropped where it stood
+    assert CODEC.aligned("ab", "ab3") == [idx("a"), idx("b"), idx("3"), pad, pad, pad]  # an extra one after the end
+    assert CODEC.aligned("ab", "2b") == [idx("2"), idx("b"), pad, pad, pad, pad]
+
+
+def test_the_ctc_head_gives_log_probabilities_per_column():
+    s = Settings(charset="0123456789abcdefghijklmnopqrstuvwxyz", length=6, min_length=4)
+    model = CaptchaCNN(s, ModelConfig(head="ctc")).eval()
+    assert model.codec.ctc and model.codec.num_classes == 37
+    with torch.inference_mode():
+        out = model(torch.rand(3, 1, s.height, s.width))
+    # 160 wide: 10 columns in the last map, 2 outputs each: 20 >= 2 * 6 + 1 columns.
+    assert out.shape == (3, 20, 37) and output_columns(10, 6, 0) == 2
+    assert torch.allclose(out.exp().sum(-1), torch.ones(3, 20), atol=1e-5)
+    assert output_columns(4, 5, 0) == 3 and output_columns(10, 6, 4) == 4  # narrow maps get more; a given split wins
+    plain = CaptchaCNN(s, ModelConfig(head="ctc", ctc_recurrent=False, ctc_split=1)).eval()
+    assert plain.head.context is None and plain(torch.rand(2, 1, s.height, s.width)).shape == (2, 10, 37)
+
+
+def test_the_loss_is_chosen_by_the_head():
+    torch.manual_seed(0)
+    ctc = CaptchaCNN(VARIABLE.with_(width=96, height=32), ModelConfig(head="ctc"))
+    targets = CODEC.encode_batch(["ab", "a1b2c3"])
+    sure = sure_log_probs(CODEC, [perfect_path(CODEC, t, 18) for t in ["ab", "a1b2c3"]])
+    assert float(ctc.loss(sure, targets)) < 1e-3  # a sure, right network has nothing to learn
+    wrong = sure_log_probs(CODEC, [perfect_path(CODEC, t, 18) for t in ["ba", "a1b2c1"]])
+    assert float(ctc.loss(wrong, targets, reduction="sum")) == pytest.approx(12 * float(ctc.loss(wrong, targets)), rel=1e-5)
+    attention = CaptchaCNN(Settings())  # the position heads: the cross-entropy the loop always used, bit for bit
+    logits, y = torch.randn(4, 4 * 36), torch.randint(0, 36, (4, 4))
+    want = torch.nn.functional.cross_entropy(logits.view(-1, 36).float(), y.view(-1), label_smoothing=0.1)
+    assert torch.equal(attention.loss(logits, y, 0.1), want)
+
+
+def test_test_shifts_are_refused_for_ctc():
+    model = CaptchaCNN(VARIABLE.with_(width=96, height=32), ModelConfig(head="ctc"))
+    assert with_test_shifts(model, 0).config.test_shifts == (0,)
+    with pytest.raises(ValueError, match="a CTC model reads each image once"):
+        with_test_shifts(model, 3)
+    with pytest.raises(ValueError, match="a CTC model reads each image once"):
+        CaptchaCNN(VARIABLE.with_(width=96, height=32), ModelConfig(head="ctc", test_shifts=(-3, 0, 3)))
+
+
+class SureModel(torch.nn.Module):
+    """Stands in for a network: always reads the given texts, whatever the images."""
+
+    def __init__(self, texts: list[str]):
+        super().__init__()
+        self.model = CaptchaCNN(VARIABLE.with_(width=96, height=32), ModelConfig(head="ctc"))
+        self.codec, self.texts = self.model.codec, texts
+
+    def forward(self, x):
+        return sure_log_probs(self.codec, [perfect_path(self.codec, t, 18) for t in self.texts[: len(x)]])
+
+    def loss(self, *args, **kwargs):
+        return self.model.loss(*args, **kwargs)
+
+
+def test_evaluate_scores_ctc_on_the_decoded_texts():
+    labels, read = ["abc", "ab12", "a1b2c3"], ["abc", "a12", "a1b2c3a"]  # one right, one dropped, one extra
+    data = in_memory("t", torch.zeros(3, 32, 96, dtype=torch.uint8).numpy(), ["x", "y", "z"], labels)
+    result = evaluate(SureModel(read), data, "cpu", keep_predictions=True)
+    assert result.accuracy == pytest.approx(1 / 3)
+    assert result.char_accuracy == pytest.approx(1 - 2 / 13)  # 1 - edit distance / true characters
+    assert [p[2] for p in result.predictions] == read
+    analysis = analyze(CODEC, labels, result.guesses, [p[3] for p in result.predictions], read)
+    assert sorted(analysis.errors) == [1, 2]  # the extra character counts though no position shows it
+    assert ("b", "(none)", 1) in analysis.confusions()
+
+
+def test_captcha_gen_draws_labels_of_every_length_from_min_length(tmp_path, cli):
+    small = ["--charset", "ABC123", "--width", "64", "--height", "32", "--test", "0", "--predict", "0", "--workers", "1"]
+    code, out, _ = cli(captcha_gen.main, "--train", "16", "--length", "5", "--min-length", "3", "--out", tmp_path, "--seed", "1", *small)
+    lengths = {len(p.name.split("_")[0]) for p in (tmp_path / "train").glob("*.png")}
+    assert code == 0 and "3-5 characters" in out and lengths <= {3, 4, 5} and len(lengths) > 1
+    code, _, err = cli(captcha_gen.main, "--train", "1", "--length", "4", "--min-length", "5", "--out", tmp_path, *small)
+    assert code == 2 and "--min-length 5: min_length must be between 1 and length" in err
+
+
+@pytest.fixture(scope="module")
+def variable(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ctc_variable")
+    draw(folder, 60, Settings(charset="ABC123", length=5, min_length=3, width=64, height=32), seed=4)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def ctc_model(variable, tmp_path_factory):
+    model = tmp_path_factory.mktemp("ctc_model") / "m.pkl"
+    code = captcha_train.main(["--train-dir", str(variable), "--val-split", "0.2", "--model", str(model), *FAST])
+    assert code == 0
+    return model
+
+
+def test_variable_length_sets_train_the_ctc_head_and_every_script_reads_it(ctc_model, variable, cli, tmp_path):
+    assert read_checkpoint(ctc_model)["model_config"]["head"] == "ctc"
+    code, out, _ = cli(captcha_test.main, "--model", ctc_model, "--data", variable)
+    assert code == 0 and "captchas" in out
+    code, out, _ = cli(captcha_predict.main, "--model", ctc_model, variable)
+    lines = out.strip().splitlines()
+    assert code == 0 and len(lines) == 60 and all(set(line.split("\t")[1]) <= set("ABC123") for line in lines)
+    code, err_out, err = cli(captcha_test.main, "--model", ctc_model, "--data", variable, "--test-shifts", "3")
+    assert code == 2 and "a CTC model reads each image once" in err and len(err.strip().splitlines()) == 1
+    pytest.importorskip("onnxruntime")
+    onnx_path = tmp_path / "m.onnx"
+    assert cli(captcha_export.main, "--model", ctc_model, "--onnx", onnx_path)[0] == 0
+    code, onnx_out, _ = cli(captcha_predict.main, "--model", onnx_path, variable)
+    assert code == 0 and [x.split("\t")[1] for x in onnx_out.strip().splitlines()] == [x.split("\t")[1] for x in lines]
+
+
+def test_a_named_head_wins_and_fixed_length_sets_keep_the_attention_head(variable, tmp_path, cli):
+    chosen = tmp_path / "attention.pkl"
+    given = json.dumps({"head": "attention"})
+    assert cli(captcha_train.main, "--train-dir", variable, "--val-split", "0.2", "--model", chosen, "--model-config", given, *FAST)[0] == 0
+    assert read_checkpoint(chosen)["model_config"]["head"] == "attention"
+    fixed = tmp_path / "fixed"
+    draw(fixed, 30, Settings(charset="ABC123", length=4, width=64, height=32), seed=5)
+    plain = tmp_path / "fixed.pkl"
+    code, out, _ = cli(captcha_train.main, "--train-dir", fixed, "--val-split", "0.2", "--model", plain, *FAST)
+    assert code == 0 and "CTC" not in out and read_checkpoint(plain)["model_config"]["head"] == "attention"
+
+
+def test_old_model_files_keep_their_head(tmp_path):
+    old = {k: v for k, v in ModelConfig().to_dict().items() if not k.startswith("ctc_")}  # as files before CTC hold it
+    assert ModelConfig.from_dict(old).head == "attention"
+    assert ModelConfig.from_dict({k: v for k, v in old.items() if k != "head"}).head == "flat"
+    settings = Settings(charset="ABC", length=4, min_length=2, width=64, height=32)
+    model = CaptchaCNN(settings, ModelConfig.from_dict(old))
+    assert not model.codec.ctc and model.codec.pad == 3  # the variable-length pad scheme, as saved
+    path = tmp_path / "old.pkl"
+    torch.save({"format": FORMAT, "settings": settings.to_dict(), "model_config": old, "state_dict": model.state_dict()}, path)
+    loaded, _ = load_checkpoint(path)
+    x = torch.rand(2, 1, 32, 64)
+    with torch.inference_mode():
+        assert torch.equal(loaded(x), model.eval()(x)) and loaded.config.head == "attention"
+    assert load_checkpoint(path, test_shifts=3)[0].config.test_shifts == (-3, 0, 3)  # shifts stay for position heads
