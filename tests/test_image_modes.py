@@ -218,3 +218,25 @@ def test_a_colour_model_exports_to_onnx_that_reads_it_alike(colour_model, tmp_pa
     files = sorted(folder.glob("*.png"))[:8]
     got, want = onnx_model.predict_batch(files), torch_model.predict_batch(files)
     assert [p.text for p in got] == [p.text for p in want]
+
+
+def test_init_from_a_grey_model_starts_a_colour_one_that_reads_grey_images_alike(tiny_model):
+    grey = load_model(tiny_model, "cpu").model.eval()
+    colour = CaptchaCNN(grey.settings.with_(channels=3), grey.config)
+    prepare.init_from(str(tiny_model), colour)
+    x = torch.rand(2, 1, grey.settings.height, grey.settings.width)
+    with torch.no_grad():
+        assert torch.allclose(colour.eval().features(x.expand(-1, 3, -1, -1).contiguous()), grey.features(x), atol=1e-4)
+
+
+def test_the_cuda_path_sends_colour_batches_as_uint8_and_lays_them_out_as_to_tensor(monkeypatch):
+    from captchakit.train.engine import Engine
+
+    sent = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: self)
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, device, non_blocking=False: sent.append(self.dtype) or self)
+    images = np.arange(2 * 4 * 5 * 3, dtype=np.uint8).reshape(2, 4, 5, 3)
+    x, _ = Engine(torch.nn.Identity(), torch.device("cuda", 0), "bf16").to_device(images, np.ones((2, 3), np.int64))
+    monkeypatch.undo()
+    assert sent == [torch.uint8, torch.int64] and x.shape == (2, 3, 4, 5)
+    assert x.is_contiguous(memory_format=torch.channels_last) and torch.equal(x, to_tensor(images))
