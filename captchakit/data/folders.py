@@ -143,5 +143,6 @@ def three_way_split(names: list[str], val: float, test: float, seed: int, folder
     return train, [n for n in names if n in held_val], [n for n in names if n in held_test]
 
 
-def _abs(path) -> str | None:
+def absolute(path) -> str | None:
+    """The resolved path as model.pkl records it (None stays None): what training and testing compare."""
     return str(Path(path).resolve()) if path else None

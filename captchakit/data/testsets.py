@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from captchakit.codec import LabelCodec
-from captchakit.data.folders import _abs, folder_labels
+from captchakit.data.folders import absolute, folder_labels
 from captchakit.data.images import ImageError, collect_files, label_from_name, load_as
 from captchakit.data.labels import read_labels_file
 from captchakit.data.sets import LabelledSet, in_memory, load_labelled, subset
@@ -80,7 +80,7 @@ def load_test_data(args, codec, meta: dict) -> LabelledSet:
     paths = args.data if isinstance(args.data, list) else [args.data]
     one_dir = getattr(args, "generate", None) is None and len(paths) == 1 and Path(paths[0]).is_dir()
     split = meta.get("split") or meta.get("val_split") or {}
-    same = one_dir and bool(split) and _abs(paths[0]) == split.get("folder") and not args.all_images
+    same = one_dir and bool(split) and absolute(paths[0]) == split.get("folder") and not args.all_images
     labels_path = args.labels
     if same and not labels_path and meta.get("labels") and Path(meta["labels"]).exists():
         labels_path = meta["labels"]

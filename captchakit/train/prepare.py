@@ -24,7 +24,17 @@ from captchakit.checkpoint import read_checkpoint
 from captchakit.cli import settings_from_args
 from captchakit.codec import LabelCodec
 from captchakit.data.colour import COLOUR_SAMPLE, GREY_ENOUGH, grey_share
-from captchakit.data.folders import folder_labels, image_sizes, median_of, raw_labels, round_to, sample_names, three_way_split, working_size
+from captchakit.data.folders import (
+    absolute,
+    folder_labels,
+    image_sizes,
+    median_of,
+    raw_labels,
+    round_to,
+    sample_names,
+    three_way_split,
+    working_size,
+)
 from captchakit.data.images import check_folder
 from captchakit.data.sets import LabelledSet, load_labelled, subset
 from captchakit.errors import UserError
@@ -216,7 +226,3 @@ def say_shares(folder, n_val: int, n_test: int, seed: int) -> None:
     )
     if n_val < FEW_TO_DECIDE:
         print(f"validation share of {n_val} images: one image is {1 / n_val:.1%} of it, so the best epoch is a rough choice; label more")
-
-
-def absolute(path) -> str | None:
-    return str(Path(path).resolve()) if path else None
