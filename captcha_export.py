@@ -3,6 +3,7 @@
     python captcha_export.py --model model.pkl --onnx model.onnx     # for onnxruntime, settings inside
     python captcha_export.py --model model.pkl --onnx fast.onnx --int8   # int8: most images/s on a CPU
     python captcha_export.py --model model.pkl --slim small.pkl      # weights only, no training state
+    python captcha_export.py --model old.pkl --slim new.pkl --confidence-from mine/   # calibrate an older model
     python captcha_export.py --model model.pkl --ship captchakit/models/default.pkl \\
         --command "python captcha_train.py ..." --test-dir dataset/test  # float16 weights, + captchakit/models/default.json
 
@@ -19,7 +20,7 @@ from captchakit import shipped as captcha_default
 from captchakit.checkpoint import load_checkpoint
 from captchakit.errors import UserError, run_cli
 from captchakit.export.onnx import OPSET
-from captchakit.export.ship import ship, write_int8, write_onnx, write_slim
+from captchakit.export.ship import fit_confidence, ship, write_int8, write_onnx, write_slim
 from captchakit.files import check_writable_dir
 
 
@@ -43,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="DIR",
         help="with --int8: a folder of your captchas to measure activation ranges on (default: 512 generated captchas)",
+    )
+    p.add_argument(
+        "--confidence-from",
+        default=None,
+        metavar="SOURCE",
+        help="before exporting, fit the confidence's temperature on SOURCE: a folder of labelled captchas the model "
+        "was not trained on, or `generated` for captchas of the model's style drawn in memory; for models saved "
+        "before calibration, or to calibrate on your own site's captchas (with --slim OUT alone: a calibrated copy)",
     )
     p.add_argument("--slim", default=None, metavar="OUT", help="write a copy with the weights only (no optimizer or resume state)")
     p.add_argument(
@@ -71,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, flag):
             check_writable_dir(Path(getattr(args, flag)).parent, f"--{flag}")
     model, ckpt = load_checkpoint(captcha_default.resolve_model(args.model), "cpu")
+    if args.confidence_from:
+        ckpt = fit_confidence(model, ckpt, args.confidence_from)
     if args.onnx and args.int8:
         write_int8(model, ckpt, args.onnx, args.opset, args.calibration)
     elif args.onnx:

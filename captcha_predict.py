@@ -3,8 +3,10 @@
     python captcha_predict.py                      # every image in dataset/predict
     python captcha_predict.py a.png b.png somedir/ # files and folders
 
-Prints `file<TAB>prediction<TAB>confidence` per image; where file names carry labels
-(LABEL_*.png), it also says how many were read right. From Python:
+Prints `file<TAB>prediction<TAB>confidence` per image (with --min-confidence T a fourth column,
+`sure` or `unsure`); where file names carry labels (LABEL_*.png), it also says how many were read
+right. The confidence is the model's calibrated probability that the reading is right (models
+saved before calibration print their raw confidence, and a note says so). From Python:
 
     from captchakit import load_model, predict
     model = load_model("model.pkl")
@@ -20,7 +22,7 @@ import numpy as np
 
 from captchakit import settings as cs
 from captchakit.api import load_model
-from captchakit.cli import add_test_shifts_arg, positive_int
+from captchakit.cli import add_min_confidence_arg, add_test_shifts_arg, positive_int
 from captchakit.data.images import ImageError, collect_files, label_from_name
 from captchakit.data.labels import read_labels_file
 from captchakit.errors import UserError, run_cli
@@ -39,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps (default: auto)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="images per forward pass (default: %(default)s)")
     add_test_shifts_arg(p)
+    add_min_confidence_arg(p)
     p.add_argument("--labels", metavar="FILE", help="CSV or TSV of filename,label lines, to count how many are right")
     return p
 
@@ -62,18 +65,30 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"{skipped[0]}{more}; pass PNG, JPEG or other image files")
     for line in skipped:
         print(f"skipped {line}", file=sys.stderr)
-    labelled = right = 0
-    for start in range(0, len(good), args.batch_size):
+    if not recognizer.calibration.calibrated:
+        print(f"note: {recognizer.path}: {recognizer.calibration.describe()}; retrain to calibrate it", file=sys.stderr)
+    read_all(recognizer, good, arrays, labels, args)
+    return 0
+
+
+def read_all(recognizer, files: list, arrays: list, labels: dict | None, args) -> None:
+    """Print one line per image, then (to stderr) how many were unsure and how many right."""
+    labelled = right = unsure = 0
+    for start in range(0, len(files), args.batch_size):
         preds = recognizer.predict_arrays(np.stack(arrays[start : start + args.batch_size]))
-        for f, (text, conf) in zip(good[start : start + args.batch_size], preds, strict=True):
-            print(f"{f}\t{text}\t{conf:.4f}")
+        for f, (text, conf) in zip(files[start : start + args.batch_size], preds, strict=True):
+            doubt = args.min_confidence is not None and conf < args.min_confidence
+            unsure += doubt
+            mark = "" if args.min_confidence is None else ("\tunsure" if doubt else "\tsure")
+            print(f"{f}\t{text}\t{conf:.4f}{mark}")
             label = label_from_name(f.name) if labels is None else labels.get(f.name, "")
             if recognizer.codec.problem(label) is None:
                 labelled += 1
                 right += recognizer.codec.normalize(label) == text
+    if args.min_confidence is not None:
+        print(f"unsure: {unsure:,} of {len(files):,} readings under confidence {args.min_confidence:g}", file=sys.stderr)
     if labelled:
         print(f"right: {right:,} of {labelled:,} labelled images ({right / labelled:.2%})", file=sys.stderr)
-    return 0
 
 
 def cli() -> int:

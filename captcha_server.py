@@ -16,6 +16,7 @@ import argparse
 import time
 
 from captchakit import settings as cs
+from captchakit.cli import add_min_confidence_arg
 from captchakit.errors import UserError, run_cli
 from captchakit.files import check_writable_dir
 from captchakit.serve.app import MAX_BATCH, bind, create_app, stop_signals_end_normally
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-dir", default=None, help="keep every upload here under a generated name (default: keep nothing)")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps (default: auto)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads for the model; 0 keeps torch's default (default: %(default)s)")
+    add_min_confidence_arg(p)
     p.add_argument("--access-log", action="store_true", help="log every request (off by default: it costs throughput)")
     return p
 
@@ -67,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     except BaseException:
         sock.close()
         raise
-    app = create_app(recognizer, args.max_bytes, args.max_images, args.save_dir)
+    app = create_app(recognizer, args.max_bytes, args.max_images, args.save_dir, args.min_confidence)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"serving {model} on http://{shown}:{port}/ (API docs at /docs; Ctrl+C stops)", flush=True)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from captchakit import settings as cs
+from captchakit.calibrate import Calibration
 from captchakit.checkpoint import load_checkpoint
 from captchakit.cli import add_test_shifts_arg, positive_int
 from captchakit.data import testsets
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     result = evaluate(model, data, device, args.batch_size, keep_predictions=True)
     print(f"{result.summary()} ({time.perf_counter() - start:.1f} s, model {args.model})")
-    captcha_report.after_test(args, data, result, model.codec)
+    captcha_report.after_test(args, data, result, model.codec, Calibration.from_dict(ckpt.get("calibration")).calibrated)
     return 0
 
 

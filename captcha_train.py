@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from captchakit.cli import add_settings_args, non_negative_int, positive_float, positive_int
+from captchakit.cli import add_settings_args, non_negative_int, positive_float, positive_int, probability
 from captchakit.errors import run_cli
 from captchakit.train.config import EPOCHS, SMALL_DATA, TrainConfig
 from captchakit.train.engine import PRECISIONS
@@ -58,9 +58,34 @@ def add_data_args(p) -> None:
     )
 
 
+def add_unlabelled_args(g) -> None:
+    g.add_argument(
+        "--unlabelled",
+        metavar="DIR",
+        help="a folder of unlabelled images of the same captchas: after training, the model reads them, keeps the readings "
+        "it is sure of and trains again on those and the labels, for --pseudo-rounds rounds (it may be --train-dir itself: "
+        "its labelled images are left out)",
+    )
+    g.add_argument("--pseudo-rounds", type=positive_int, default=D.pseudo_rounds, help="rounds of --unlabelled (default: %(default)s)")
+    g.add_argument(
+        "--pseudo-threshold",
+        type=probability,
+        default=D.pseudo_threshold,
+        metavar="T",
+        help="with --unlabelled: keep a reading only at calibrated confidence T or more, and only if the image moved "
+        "a little reads the same (default: %(default)s)",
+    )
+
+
 def add_own_data_args(g) -> None:
-    g.add_argument("--labels", metavar="FILE", help="CSV or TSV of filename,label lines for --train-dir (default: labels from file names)")
-    g.add_argument("--val-labels", metavar="FILE", help="labels file for --val-dir (default: labels from file names)")
+    g.add_argument(
+        "--labels",
+        metavar="FILE",
+        help="CSV or TSV of filename,label lines for --train-dir (default: the folder's labels.csv if it has one, else file names)",
+    )
+    g.add_argument(
+        "--val-labels", metavar="FILE", help="labels file for --val-dir (default: the folder's labels.csv if it has one, else file names)"
+    )
     g.add_argument(
         "--val-split",
         type=float,
@@ -75,6 +100,7 @@ def add_own_data_args(g) -> None:
         "same folder tests only it; 0 holds none out (default: 0.1 when validation comes out of --train-dir)",
     )
     g.add_argument("--split-seed", type=int, metavar="N", help="seed of --val-split's choice (default: --seed)")
+    add_unlabelled_args(g)
     g.add_argument("--min-length", type=int, help="shortest label, for variable-length captchas (default: read off the labels)")
     g.add_argument("--ignore-case", action="store_true", help="read letters case-blind: labels and charset are upper-cased")
     colour = g.add_mutually_exclusive_group()

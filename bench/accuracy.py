@@ -6,8 +6,9 @@ The captchas are drawn in memory (captchakit.data.synth.synth_set) from a seed a
 that nothing else uses: no training set, validation set, model selection or other benchmark
 has seen them, and every run of this benchmark reads the same ones. Characters are drawn
 uniformly (no --emphasis), as captchas come. Prints one JSON line: the whole-captcha accuracy
-with its binomial standard error, the character accuracy, and the misread characters split
-into the O/0 pair (which the default font draws nearly alike) and the others.
+with its binomial standard error, the character accuracy, the misread characters split into
+the O/0 pair (which the default font draws nearly alike) and the others, and how well the
+confidence is calibrated (expected calibration error, 10 equal bins, and the coverage table).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from _common import emit
 
 import captcha_setting as cs
+from captchakit import calibrate
 from captchakit.checkpoint import load_checkpoint
 from captchakit.data.synth import synth_set
 from captchakit.device import choose_device
@@ -54,11 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     device = choose_device(args.device)
     path = resolve_model(args.model)
-    model, _ = load_checkpoint(path, device, args.test_shifts)
+    model, ckpt = load_checkpoint(path, device, args.test_shifts)
     data = synth_set(model.codec, args.count, STEER_SEED, STEER_SPLIT, source=f"<{args.count:,} captchas, seed {STEER_SEED}>")
     start = time.perf_counter()
     result = evaluate(model, data, device, keep_predictions=True)
     pair, other = character_errors(result)
+    confidence = [p[3] for p in result.predictions]
+    right = [p[2] == model.codec.normalize(p[1]) for p in result.predictions]
     emit(
         {
             "model": str(path),
@@ -70,6 +74,13 @@ def main(argv: list[str] | None = None) -> int:
             "pair_char_errors": pair,
             "other_char_errors": other,
             "test_shifts": list(model.config.test_shifts),
+            "calibrated": "calibration" in ckpt,
+            "mean_confidence": round(sum(confidence) / len(confidence), 5),
+            "ece": round(calibrate.ece(confidence, right), 5),
+            "coverage": [
+                {k: v if k == "threshold" or v is None else round(v, 5) for k, v in row.items()}
+                for row in calibrate.coverage(confidence, right)
+            ],
             "seconds": round(time.perf_counter() - start, 1),
         }
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from captchakit import calibrate
 from captchakit.errors import DISK_FULL, UserError
 from captchakit.files import atomic_path
 from captchakit.model import CaptchaCNN, ModelConfig, with_test_shifts
@@ -40,11 +41,18 @@ def _refusal(err: Exception) -> str:
 
 
 def save_checkpoint(
-    path, model: CaptchaCNN, meta: dict, train_state: dict | None = None, half: bool = False, train_config: dict | None = None
+    path,
+    model: CaptchaCNN,
+    meta: dict,
+    train_state: dict | None = None,
+    half: bool = False,
+    train_config: dict | None = None,
+    calibration: dict | None = None,
 ) -> None:
     """Write `path` in one step: the old file stays whole if anything fails midway.
 
-    `train_config` is the TrainConfig the model was trained with (captchakit.train.config), as a dict.
+    `train_config` is the TrainConfig the model was trained with (captchakit.train.config), as a dict;
+    `calibration` the confidence's temperature and figures (captchakit.calibrate.Calibration.to_dict()).
     half=True stores the float weights as float16, half the bytes (the shipped model);
     read_checkpoint turns them back into float32, so nothing else sees a difference.
     """
@@ -60,8 +68,15 @@ def save_checkpoint(
     }
     if train_config is not None:
         payload["train_config"] = plain(train_config)
+    if calibration is not None:
+        payload["calibration"] = plain(calibration)
     if train_state is not None:
         payload["train_state"] = {k: v if k in TENSOR_STATE else plain(v) for k, v in train_state.items()}
+    write_checkpoint(path, payload)
+
+
+def write_checkpoint(path, payload: dict) -> None:
+    """torch.save `payload` to `path` atomically, a full disk or read-only folder as a one-line UserError."""
     # Serialized in memory first, then written by Python: on a full disk torch's own file writer fails
     # with a RuntimeError that hides the reason ("unexpected pos ..."), a Python write with OSError(ENOSPC).
     buffer = io.BytesIO()
@@ -124,11 +139,12 @@ def read_checkpoint(path, flag: str = "--model") -> dict:
 
 
 def model_from_checkpoint(ckpt: dict, path="model.pkl", device="cpu") -> CaptchaCNN:
-    """Rebuild the network from the arguments stored with it and load its weights."""
+    """Rebuild the network from the arguments stored with it, load its weights and its confidence's temperature."""
     try:
         settings = Settings.from_dict(ckpt["settings"])
         model = CaptchaCNN(settings, ModelConfig.from_dict(ckpt["model_config"]))
         model.load_state_dict(ckpt["state_dict"])
+        calibrate.apply(model, ckpt.get("calibration"))
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         reason = str(err).strip().splitlines()[0][:120]
         raise UserError(f"--model {path}: its weights do not fit its settings ({reason}); retrain it") from None

@@ -1,4 +1,4 @@
-"""Command-line pieces the scripts share: number types, the settings flags, --test-shifts."""
+"""Command-line pieces the scripts share: number types, the settings flags, --test-shifts, --min-confidence."""
 
 from __future__ import annotations
 
@@ -28,6 +28,26 @@ def _number(kind: type, low: float, inclusive: bool = True) -> Callable[[str], f
 positive_int = _number(int, 1)  # counts that must be at least 1: --epochs, --batch-size
 non_negative_int = _number(int, 0)  # 0 means "the default" or "none": --workers, --threads
 positive_float = _number(float, 0.0, inclusive=False)  # --lr
+
+
+def probability(text: str) -> float:
+    """An argparse type: a number from 0 to 1 (--min-confidence)."""
+    value = _number(float, 0.0)(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a probability; use a number from 0 to 1, such as 0.9")
+    return value
+
+
+def add_min_confidence_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--min-confidence",
+        type=probability,
+        default=None,
+        metavar="T",
+        help="mark a reading under confidence T (0-1) as unsure, still giving the best reading, so that a client can fetch a "
+        "new captcha instead of sending a likely wrong answer; with a calibrated model T is the least chance of being "
+        "right that you accept (captcha_test.py's coverage table shows what each T keeps; default: never unsure)",
+    )
 
 
 def add_test_shifts_arg(p: argparse.ArgumentParser) -> None:

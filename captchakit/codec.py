@@ -20,8 +20,11 @@ class LabelError(ValueError):
 
 
 class LabelCodec:
-    def __init__(self, settings: Settings, ctc: bool = False):
+    def __init__(self, settings: Settings, ctc: bool = False, temperature: float = 1.0):
         self.settings = settings
+        # Logits are divided by it before the softmax that gives the confidence; the texts read do
+        # not depend on it. captchakit.calibrate fits it on validation images (1.0: uncalibrated).
+        self.temperature = temperature
         self.charset = settings.charset
         self.length = settings.length
         self.min_length = settings.min_length
@@ -74,26 +77,30 @@ class LabelCodec:
         return targets, (targets != self.pad).sum(1) if self.pad is not None else targets.new_full(targets.shape[:1], self.length)
 
     def decode(self, logits):
-        """Logits (N, length*num_classes), or a CTC head's (N, T, num_classes) -> list of (text, confidence).
+        """Logits (N, length*num_classes), or a CTC head's (N, T, num_classes) -> list of (text, confidence)."""
+        texts = self.texts(logits)
+        return list(zip(texts, self.confidences(logits).tolist(), strict=True))
 
-        Confidence is the product of the per-position winning probabilities: the model's
-        probability of the whole text, given that positions are independent. For CTC it is the
-        product of each column's winning probability: the probability of the best path, which
-        is at most that of the text (other paths spell it too) and close to it when columns are sure.
-        """
+    def texts(self, logits) -> list[str]:
+        """The texts read: the best class of each position (CTC: of each column, then collapsed)."""
         if self.ctc:
-            return self.decode_ctc(logits)
-        probs = logits.detach().float().reshape(-1, self.length, self.num_classes).softmax(-1)
-        best, idx = probs.max(-1)  # (N, length) each
-        conf = best.prod(-1)
-        return [(self.decode_indices(row), float(c)) for row, c in zip(idx.tolist(), conf.tolist(), strict=True)]
+            paths = logits.detach().reshape(logits.shape[0], -1, self.num_classes).argmax(-1)  # (N, T)
+            return [self.collapse(path) for path in paths.tolist()]
+        idx = logits.detach().reshape(-1, self.length, self.num_classes).argmax(-1)  # (N, length)
+        return [self.decode_indices(row) for row in idx.tolist()]
 
-    def decode_ctc(self, outputs):
-        """(N, T, num_classes) log-probabilities (or logits) -> list of (text, best-path probability)."""
-        probs = outputs.detach().float().reshape(outputs.shape[0], -1, self.num_classes).softmax(-1)
-        best, idx = probs.max(-1)  # (N, T) each
-        conf = best.prod(-1)
-        return [(self.collapse(path), float(c)) for path, c in zip(idx.tolist(), conf.tolist(), strict=True)]
+    def confidences(self, logits, temperature: float | None = None):
+        """(N,) float tensor: the product of the winning probabilities of the positions (CTC: of the
+        columns, the best path's probability) after dividing the logits by the temperature.
+
+        At temperature 1 it is the model's own probability of the whole text, taking positions as
+        independent: label smoothing and that product leave it well under the accuracy. With the
+        temperature fitted on validation images (captchakit.calibrate) it estimates the
+        probability that the reading is right."""
+        t = self.temperature if temperature is None else temperature
+        k = self.num_classes
+        rows = logits.detach().float().reshape(logits.shape[0], -1, k)  # (N, length or T, k)
+        return (rows / t).softmax(-1).amax(-1).prod(-1)
 
     def collapse(self, path: list[int]) -> str:
         """A CTC path of class indices -> text: repeats merged, then blanks dropped ('aa-a' -> 'aa')."""

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.fx.experimental.optimization import fuse
 
+from captchakit.calibrate import Calibration
 from captchakit.data.images import load_as, to_tensor
 
 
@@ -49,7 +50,8 @@ class Recognizer:
     def __init__(self, model, checkpoint: dict, device, path):
         self.model, self.checkpoint, self.device, self.path = model, checkpoint, device, Path(path)
         self.settings = model.settings
-        self.codec = model.codec
+        self.codec = model.codec  # its temperature came from the checkpoint (captchakit.calibrate)
+        self.calibration = Calibration.from_dict(checkpoint.get("calibration"))
         self.fast = inference_module(model)  # BatchNorm folded, channels_last: the same function, faster
 
     def prepare(self, image) -> np.ndarray:

@@ -22,11 +22,13 @@ import ctypes
 import json
 import multiprocessing as mp
 import os
+import re
 import resource
 import runpy
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -276,3 +278,21 @@ def wait_for(predicate, timeout: float = 60, step: float = 0.01, run: ScriptRun 
 
 if __name__ == "__main__":
     print(summarize(sys.argv[1]))
+
+
+def start_listening(script: str, *args, timeout: float = 180) -> tuple[subprocess.Popen, str]:
+    """Run `python script ARGS` (a server that prints its URL first) as a fresh process; (process,
+    base URL http://127.0.0.1:PORT) once it listens, or the test fails with what it printed."""
+    import pytest
+
+    cmd = [sys.executable, str(ROOT / script), *map(str, args)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killer = threading.Timer(timeout, proc.kill)  # a server that never starts must not hang the suite
+    killer.start()
+    line = proc.stdout.readline()
+    killer.cancel()
+    found = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+    if not found:
+        proc.kill()
+        pytest.fail(f"{script} did not start: {line}{proc.stderr.read()}")
+    return proc, f"http://127.0.0.1:{found[1]}"

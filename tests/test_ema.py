@@ -48,3 +48,11 @@ def test_the_decay_grows_to_the_one_asked_for_and_the_state_round_trips():
 def test_a_decay_outside_0_to_1_is_refused(decay):
     with pytest.raises(ValueError, match="between 0 and 1"):
         WeightAverage(CaptchaCNN(Settings()), decay)
+
+
+def test_a_short_run_averages_over_a_tenth_of_its_steps_and_the_default_task_keeps_its_decay():
+    from captchakit.train.ema import DECAY, run_decay
+
+    assert run_decay(DECAY, 100_000 // 128 * 8) == DECAY  # the default task: 6,248 steps
+    assert run_decay(DECAY, 400) == pytest.approx(1 - 1 / 40)  # 100 labels: 400 one-step epochs
+    assert run_decay(0.0, 400) == 0.0  # --ema 0 stays off

@@ -122,17 +122,18 @@ def opaque(tmp_path_factory):
 
 def test_labels_file_through_train_test_and_predict(opaque, tmp_path, cli):
     model, labels = tmp_path / "m.pkl", opaque / "labels.csv"
-    args = ["--train-dir", opaque, "--labels", labels, "--val-split", "0.25", "--model", model]
+    # No --labels: a folder's own labels.csv is read (as captcha_label.py writes it).
+    args = ["--train-dir", opaque, "--val-split", "0.25", "--model", model]
     code, out, _ = cli(captcha_train.main, *args, "--epochs", "1", "--batch-size", "16", "--threads", "2")
-    assert code == 0
+    assert code == 0 and f"labels from {labels}" in out
     assert "charset '123ABC' (6), length 4" in out  # read off the labels file, not the names 0000...
     assert f"{labels}: 1 file name(s) not found in {opaque}, ignored (first: gone.png)" in out
     assert f"{labels}: 1 entry(ies) with an empty label, skipped (first: 0007.png)" in out
     assert f"skipped 1 unusable file(s) in {opaque}: 0007.png (no label)" in out
     assert "15 images for validation" in out and "11 as a test share" in out  # 59 usable: a fifth of them, 11
     code, out, _ = cli(captcha_test.main, "--model", model, "--data", opaque)
-    assert code == 0 and f"labels from {labels}, as in training" in out and "test: 11 captchas" in out
-    code, out, _ = cli(captcha_test.main, "--model", model, "--data", opaque, "--all-images", "--labels", labels)
+    assert code == 0 and f"labels from {labels}, the folder's own labels file" in out and "test: 11 captchas" in out
+    code, out, _ = cli(captcha_test.main, "--model", model, "--data", opaque, "--all-images")
     assert code == 0 and "test: 59 captchas" in out
     code, out, err = cli(captcha_predict.main, "--model", model, "--labels", labels, opaque)
     assert code == 0 and len(out.strip().splitlines()) == 60 and " of 59 labelled images" in err

@@ -65,7 +65,7 @@ def parse_printout(out: str) -> dict:
     }
 
 
-def test_report_writes_four_files_that_agree_with_the_printout(tiny_model, tiny_data, cli, tmp_path):
+def test_report_writes_five_files_that_agree_with_the_printout(tiny_model, tiny_data, cli, tmp_path):
     report = tmp_path / "report"
     args = ["--model", tiny_model, "--data", tiny_data / "test", "--report", report, "--json", tmp_path / "m.json"]
     code, out, err = cli(captcha_test.main, *args)
@@ -73,7 +73,8 @@ def test_report_writes_four_files_that_agree_with_the_printout(tiny_model, tiny_
     printed = parse_printout(out)
     m = json.loads((report / "metrics.json").read_text())
     assert json.loads((tmp_path / "m.json").read_text()) == m
-    assert sorted(p.name for p in report.iterdir()) == ["confusion.png", "errors.png", "metrics.json", "predictions.csv"]
+    files = ["confusion.png", "errors.png", "metrics.json", "predictions.csv", "reliability.png"]
+    assert sorted(p.name for p in report.iterdir()) == files
 
     # Every printed figure is in metrics.json, rounded the way it was printed.
     assert printed["n"] == m["n"] == 60

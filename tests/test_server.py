@@ -9,8 +9,6 @@ import re
 import socket
 import struct
 import subprocess
-import sys
-import threading
 import time
 import zlib
 from pathlib import Path
@@ -21,6 +19,7 @@ import pytest
 from cdp_browser import Browser, ensure_chromium
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
+from script_runner import start_listening
 
 import captcha_server
 from captchakit.api import load_model
@@ -99,10 +98,21 @@ def test_predict_multipart_answers_what_the_recognizer_reads(client, recognizer,
     r = client.post("/predict", **one(pngs[0]))
     assert r.status_code == 200, r.text
     body = r.json()
-    assert set(body) == {"text", "confidence", "ms"}
+    assert set(body) == {"text", "confidence", "unsure", "ms"}
     want = recognizer.predict(pngs[0])
     assert body["text"] == want.text and body["confidence"] == pytest.approx(want.confidence, abs=1e-5)
-    assert body["ms"] > 0 and len(body["text"]) == 4
+    assert body["ms"] > 0 and len(body["text"]) == 4 and body["unsure"] is False  # no --min-confidence: never unsure
+
+
+def test_min_confidence_marks_unsure_readings_and_still_gives_the_text(counting, recognizer, pngs):
+    found = recognizer.predict_batch(pngs[:4])
+    middle = sorted(p.confidence for p in found)[2]  # two readings under it, two at or over it
+    with TestClient(create_app(counting, max_images=8, min_confidence=middle)) as c:
+        answers = c.post("/predict", files=[("image", (p.name, p.read_bytes(), "image/png")) for p in pngs[:4]]).json()
+        assert c.get("/health").json()["min_confidence"] == middle
+    assert [a["unsure"] for a in answers] == [p.confidence < middle for p in found]
+    assert sum(a["unsure"] for a in answers) == 2
+    assert [a["text"] for a in answers] == [p.text for p in found]
 
 
 def test_several_files_in_one_request_are_one_batch_in_order(client, counting, recognizer, pngs):
@@ -143,6 +153,7 @@ def test_classic_b_endpoint(client, recognizer, pngs):
 def test_health_page_and_openapi(client):
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["model"] == "model.pkl" and "160x60" in health["settings"]
+    assert health["calibrated"] is True and health["min_confidence"] is None  # train_model calibrates on its validation set
     page = client.get("/")
     assert page.status_code == 200 and 'id="file"' in page.text and "/predict" in page.text
     # Self-contained: no script, style or font from anywhere else.
@@ -310,17 +321,7 @@ def test_fuzz_openapi_no_server_errors(recognizer):
 
 def start_server(*args) -> tuple[subprocess.Popen, str]:
     """Run captcha_server.py on 127.0.0.1 with a free port; (process, base URL) once it listens."""
-    cmd = [sys.executable, str(ROOT / "captcha_server.py"), "--host", "127.0.0.1", "--port", "0", *map(str, args)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    killer = threading.Timer(180, proc.kill)  # a server that never starts must not hang the suite
-    killer.start()
-    line = proc.stdout.readline()
-    killer.cancel()
-    found = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-    if not found:
-        proc.kill()
-        pytest.fail(f"server did not start: {line}{proc.stderr.read()}")
-    return proc, f"http://127.0.0.1:{found[1]}"
+    return start_listening("captcha_server.py", "--host", "127.0.0.1", "--port", "0", *args)
 
 
 @pytest.fixture(scope="module")

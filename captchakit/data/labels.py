@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from captchakit.errors import UserError
 from captchakit.settings import IMAGE_EXTENSIONS
 
+FOLDER_LABELS = "labels.csv"  # a folder's own labels file, read without --labels (captcha_label.py writes it)
 DELIMITERS = {",": "comma", "\t": "tab"}
 OTHER_DELIMITERS = {";": "semicolon", "|": "vertical bar", ":": "colon", " ": "space"}
 HEADER_WORDS = {"file", "filename", "file_name", "name", "image", "img", "path", "image_path", "id", "fname"}
@@ -75,6 +76,12 @@ def _read_text(path: Path, flag: str) -> str:
         raise UserError(f"{flag} {path}: not a UTF-8 text file; save it as CSV or TSV text") from None
     except OSError as err:
         raise UserError(f"{flag} {path}: cannot read it ({err.strerror})") from None
+
+
+def own_labels_file(folder) -> str | None:
+    """`folder`/labels.csv when the folder has one: its labels then count over the file names'."""
+    path = Path(folder) / FOLDER_LABELS if folder else None
+    return str(path) if path is not None and path.is_file() else None
 
 
 def read_labels_file(path, flag: str = "--labels") -> LabelsFile:

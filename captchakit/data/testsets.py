@@ -13,7 +13,7 @@ from pathlib import Path
 from captchakit.codec import LabelCodec
 from captchakit.data.folders import absolute, folder_labels
 from captchakit.data.images import ImageError, collect_files, label_from_name, load_as
-from captchakit.data.labels import read_labels_file
+from captchakit.data.labels import own_labels_file, read_labels_file
 from captchakit.data.sets import LabelledSet, in_memory, load_labelled, subset
 from captchakit.data.synth import synth_set
 from captchakit.errors import UserError
@@ -22,7 +22,11 @@ GENERATE_SPLIT = "test"  # --generate draws the images of captcha_gen.py's test 
 
 
 def add_test_args(p) -> None:
-    p.add_argument("--labels", metavar="FILE", help="CSV or TSV of filename,label lines for the images (default: labels from file names)")
+    p.add_argument(
+        "--labels",
+        metavar="FILE",
+        help="CSV or TSV of filename,label lines for the images (default: a folder's own labels.csv, else file names)",
+    )
     p.add_argument("--all-images", action="store_true", help="test every image, even where training held a test share out of the folder")
 
 
@@ -82,6 +86,9 @@ def load_test_data(args, codec, meta: dict) -> LabelledSet:
     split = meta.get("split") or meta.get("val_split") or {}
     same = one_dir and bool(split) and absolute(paths[0]) == split.get("folder") and not args.all_images
     labels_path = args.labels
+    if not labels_path and one_dir and own_labels_file(paths[0]):
+        labels_path = own_labels_file(paths[0])
+        print(f"labels from {labels_path}, the folder's own labels file")
     if same and not labels_path and meta.get("labels") and Path(meta["labels"]).exists():
         labels_path = meta["labels"]
         print(f"labels from {labels_path}, as in training")

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from captchakit.calibrate import Calibration
 from captchakit.codec import LabelCodec
 from captchakit.errors import UserError
 from captchakit.files import atomic_path
@@ -56,6 +57,7 @@ def metadata(model, ckpt: dict) -> dict[str, str]:
         "settings": json.dumps(s.to_dict()),
         "model_config": json.dumps(model.config.to_dict()),
         "meta": json.dumps(meta),
+        "calibration": json.dumps(ckpt.get("calibration")),  # the temperature the reader applies to the output
         "input": f"{INPUT}: (N, {s.channels}, {s.height}, {s.width}) float32, {'RGB' if s.channels == 3 else 'grey'} in [0, 1], "
         f"prepared by captcha_dataset.load_image{' with keep_aspect' if s.keep_aspect else ''}",
         "output": output_text(model),
@@ -177,7 +179,9 @@ class OnnxRecognizer(Recognizer):
         self.session, self.metadata, self.path = session, props, Path(path)
         self.model, self.checkpoint, self.device = None, None, "cpu"
         self.settings = Settings.from_dict(json.loads(props["settings"]))
-        self.codec = LabelCodec(self.settings, ctc=json.loads(props.get("model_config", "{}")).get("head") == "ctc")
+        self.calibration = Calibration.from_dict(json.loads(props.get("calibration", "null")))
+        ctc = json.loads(props.get("model_config", "{}")).get("head") == "ctc"
+        self.codec = LabelCodec(self.settings, ctc=ctc, temperature=self.calibration.temperature)
 
     def logits(self, arrays: np.ndarray):
         """(N, H, W[, 3]) uint8 -> (N, length * num_classes) logits (CTC: (N, T, num_classes) log-probs) as a CPU tensor."""

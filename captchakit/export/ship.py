@@ -17,14 +17,18 @@ from pathlib import Path
 from captchakit import settings as cs
 from captchakit import shipped
 from captchakit.api import load_model
+from captchakit.calibrate import calibrate
 from captchakit.checkpoint import save_checkpoint
 from captchakit.data.sets import load_labelled
+from captchakit.data.synth import synth_set
 from captchakit.errors import UserError
 from captchakit.evaluate import evaluate
 from captchakit.export.onnx import export_onnx
 from captchakit.export.quant import calibration_images, quantize_onnx
 from captchakit.files import atomic_path
 
+GENERATED = "generated"  # --confidence-from's value for captchas drawn in memory
+CONFIDENCE_SEED, CONFIDENCE_SPLIT, CONFIDENCE_COUNT = 30_000_023, "confidence", 5_000  # used for nothing else
 TRAINING_KEYS = ("epoch", "epochs", "best_accuracy", "train_images", "train_dir", "elapsed_s", "torch")
 
 
@@ -48,8 +52,20 @@ def write_int8(model, ckpt: dict, out, opset: int, calibration) -> None:
     )
 
 
+def fit_confidence(model, ckpt: dict, source: str) -> dict:
+    """`ckpt` with the confidence's temperature fitted on `source` (a labelled folder, or "generated":
+    captchas of the model's style drawn from a seed kept for this); the model reads with it from now on."""
+    if source == GENERATED:
+        data = synth_set(model.codec, CONFIDENCE_COUNT, CONFIDENCE_SEED, CONFIDENCE_SPLIT, f"<{CONFIDENCE_COUNT:,} generated captchas>")
+    else:
+        data = load_labelled(source, model.codec, "--confidence-from")
+    found = calibrate(model, data, "cpu")
+    print(found.describe().replace("validation images", f"images of {data.folder}"))
+    return {**ckpt, "calibration": found.to_dict()}
+
+
 def write_slim(model, ckpt: dict, out) -> None:
-    save_checkpoint(out, model, ckpt.get("meta", {}), train_config=ckpt.get("train_config"))
+    save_checkpoint(out, model, ckpt.get("meta", {}), train_config=ckpt.get("train_config"), calibration=ckpt.get("calibration"))
     print(f"wrote {out} ({Path(out).stat().st_size / 1e6:.2f} MB, weights only)")
 
 
@@ -67,9 +83,8 @@ def ship(model, ckpt: dict, args) -> None:
     out, info = Path(args.ship), Path(args.ship).with_suffix(".json")
     meta = ckpt.get("meta", {})
     with atomic_path(out, ".pkl") as tmp:  # both files or neither: the .pkl moves in after the .json
-        save_checkpoint(
-            tmp, model, meta, half=True, train_config=ckpt.get("train_config")
-        )  # float16 on disk, half the bytes; loaded back as float32
+        # float16 on disk, half the bytes; loaded back as float32
+        save_checkpoint(tmp, model, meta, half=True, train_config=ckpt.get("train_config"), calibration=ckpt.get("calibration"))
         recognizer = load_model(tmp, "cpu")  # measured as shipped: the float16 weights-only file, on the CPU
         result = evaluate(recognizer.model, test, recognizer.device)
         count, seed = shipped.CHECK_COUNT, shipped.CHECK_SEED
@@ -86,6 +101,7 @@ def ship(model, ckpt: dict, args) -> None:
             "model_config": model.config.to_dict(),
             "test": {"data": str(args.test_dir), "n": result.n, "accuracy": result.accuracy, "char_accuracy": result.char_accuracy},
             "generated_check": {"seed": seed, "count": count, "split": shipped.CHECK_SPLIT, "accuracy": check},
+            "calibration": ckpt.get("calibration"),
             "created": datetime.date.today().isoformat(),
         }
         with atomic_path(info, ".json") as tmp_info:

@@ -1,6 +1,6 @@
 """What a model gets wrong: per-position and per-character accuracy, confusions, report files.
 
-    python captcha_test.py --report reports/          # errors.png, confusion.png, metrics.json, predictions.csv
+    python captcha_test.py --report reports/          # errors.png, confusion.png, reliability.png, metrics.json, predictions.csv
 
 `analyze()` compares, position by position, the class indices the codec gives the true
 labels with the classes the model picked (the "no character" class of variable-length
@@ -23,6 +23,7 @@ import numpy as np
 from captchakit.codec import LabelCodec
 from captchakit.files import atomic_path
 from captchakit.report import plots
+from captchakit.report.reliability import confidence_lines, confidence_metrics, reliability_figure
 
 NONE_NAME = "(none)"  # how the codec's "no character" class is written
 TOP_CONFUSIONS = 10  # confusions printed (metrics.json keeps them all)
@@ -101,8 +102,11 @@ def analyze_result(codec: LabelCodec, result) -> Analysis:
     return analyze(codec, labels, result.guesses, [p[3] for p in result.predictions], [p[2] for p in result.predictions])
 
 
-def metrics(result, analysis: Analysis, source: str = "", model: str = "") -> dict:
+def metrics(result, analysis: Analysis, source: str = "", model: str = "", calibrated: bool = False) -> dict:
     """Every figure captcha_test.py prints, at full precision, plus the full lists behind them."""
+    wrong = set(analysis.errors)
+    right = [i not in wrong for i in range(result.n)]
+    confidence = confidence_metrics([p[3] for p in result.predictions], right, calibrated) if result.predictions else None
     return {
         "model": str(model),
         "data": source,
@@ -116,6 +120,7 @@ def metrics(result, analysis: Analysis, source: str = "", model: str = "") -> di
         "confusions": [{"true": t, "read": r, "count": n} for t, r, n in analysis.confusions()],
         "character_accuracy": {c: {"right": r, "total": t, "accuracy": r / t} for c, (r, t) in analysis.character_accuracy().items()},
         "least_well_read": [c for c, _, _ in analysis.worst_characters()],
+        "confidence": confidence,
     }
 
 
@@ -136,6 +141,8 @@ def report_lines(m: dict) -> list[str]:
     worst = [f"{c} {acc[c]['accuracy']:.1%} ({acc[c]['right']}/{acc[c]['total']})" for c in m["least_well_read"]]
     if worst:
         lines.append("least well-read characters: " + ", ".join(worst))
+    if m.get("confidence"):
+        lines += confidence_lines(m["confidence"], m["n"])
     return lines
 
 
@@ -160,6 +167,8 @@ def write_report(folder, data, result, analysis: Analysis, m: dict) -> dict:
     shown = analysis.errors[:GALLERY_LIMIT]
     plots.error_gallery(folder / "errors.png", data.batch(np.asarray(shown, dtype=np.int64)), analysis, shown, result)
     plots.confusion_figure(folder / "confusion.png", analysis)
+    if m.get("confidence"):
+        reliability_figure(folder / "reliability.png", m["confidence"], m["n"])
     m = {**m, "gallery": {"shown": len(shown), "files": [result.predictions[i][0] for i in shown]}}
     write_predictions(folder / "predictions.csv", result, analysis)
     write_json(folder / "metrics.json", m)
@@ -186,15 +195,16 @@ def source_name(args) -> str:
     return " ".join(map(str, args.data))
 
 
-def after_test(args, data, result, codec: LabelCodec) -> dict:
+def after_test(args, data, result, codec: LabelCodec, calibrated: bool = False) -> dict:
     """Print the analysis lines after the summary, then write --json and --report if asked."""
     analysis = analyze_result(codec, result)
-    m = metrics(result, analysis, source_name(args), args.model)
+    m = metrics(result, analysis, source_name(args), args.model, calibrated)
     for line in report_lines(m):
         print(line)
     if args.report:
         m = write_report(args.report, data, result, analysis, m)
-        print(f"report: errors.png ({m['gallery']['shown']} shown), confusion.png, metrics.json, predictions.csv in {args.report}")
+        files = "confusion.png, reliability.png, metrics.json, predictions.csv"
+        print(f"report: errors.png ({m['gallery']['shown']} shown), {files} in {args.report}")
     if args.json:
         write_json(args.json, m)
     return m

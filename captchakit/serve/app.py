@@ -127,8 +127,9 @@ def add_error_handlers(app) -> None:
 class Service:
     """The state one server holds: the recognizer, its batcher, limits and where uploads go."""
 
-    def __init__(self, recognizer, max_images: int, save_dir: Path | None):
+    def __init__(self, recognizer, max_images: int, save_dir: Path | None, min_confidence: float | None = None):
         self.recognizer, self.max_images, self.save_dir = recognizer, max_images, save_dir
+        self.min_confidence = min_confidence
         self.batcher = Batcher(recognizer)
         # A colour model's uploads are decoded in colour: grey pixels could not be turned back.
         self.channels = getattr(getattr(recognizer, "settings", None), "channels", 1)
@@ -165,6 +166,9 @@ class Service:
             with open(self.save_dir / f"{uuid.uuid4().hex}.{u.format}", "xb") as f:
                 f.write(u.data)
 
+    def unsure(self, confidence: float) -> bool:
+        return self.min_confidence is not None and confidence < self.min_confidence
+
     async def recognize(self, uploads: list[Upload]) -> list:
         found = await self.batcher.predict([u.pixels for u in uploads])
         self.served += len(found)
@@ -178,6 +182,8 @@ class Service:
             "model": Path(str(getattr(r, "path", "model"))).name,
             "settings": settings.describe() if settings is not None else "",
             "device": str(getattr(r, "device", "")),
+            "calibrated": bool(getattr(getattr(r, "calibration", None), "calibrated", False)),
+            "min_confidence": self.min_confidence,
             "served": self.served,
             "uptime_s": round(time.time() - self.started, 1),
         }
@@ -187,9 +193,10 @@ class Service:
 CSP = "default-src 'self'; img-src 'self' blob: data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'"
 
 
-def create_app(recognizer, max_bytes: int = 1 << 20, max_images: int = MAX_BATCH, save_dir=None):
-    """The ASGI app around a loaded recognizer (anything with predict_batch)."""
-    service = Service(recognizer, max_images, Path(save_dir) if save_dir else None)
+def create_app(recognizer, max_bytes: int = 1 << 20, max_images: int = MAX_BATCH, save_dir=None, min_confidence: float | None = None):
+    """The ASGI app around a loaded recognizer (anything with predict_batch); readings under
+    `min_confidence` are answered as unsure (--min-confidence)."""
+    service = Service(recognizer, max_images, Path(save_dir) if save_dir else None, min_confidence)
     app = FastAPIOffline(
         title="Captcha reader",
         version="1",
@@ -213,7 +220,7 @@ def add_api_routes(app, service: Service) -> None:
         uploads, as_list = await service.read(request, "image", json_ok=True, raw_ok=True)
         found = await service.recognize(uploads)
         ms = round((time.perf_counter() - start) * 1000, 2)
-        answers = [{"text": text, "confidence": round(conf, 6), "ms": ms} for text, conf in found]
+        answers = [{"text": text, "confidence": round(conf, 6), "unsure": service.unsure(conf), "ms": ms} for text, conf in found]
         return JSONResponse(answers if as_list else answers[0])
 
     @app.post("/b", response_model=Classic, responses=ERRORS, openapi_extra=CLASSIC_BODY)

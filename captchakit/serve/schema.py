@@ -11,7 +11,8 @@ from pydantic import BaseModel, Field
 
 class Prediction(BaseModel):
     text: str = Field(description="the captcha's text as the model reads it")
-    confidence: float = Field(description="probability of the whole text, 0..1")
+    confidence: float = Field(description="estimated probability that the whole text is right, 0..1 (calibrated on validation images)")
+    unsure: bool = Field(description="confidence under --min-confidence: better fetch a new captcha (text is the best reading)")
     ms: float = Field(description="milliseconds the server spent on the request")
 
 
@@ -30,6 +31,8 @@ class Health(BaseModel):
     model: str
     settings: str
     device: str
+    calibrated: bool = Field(description="whether the model's confidence was calibrated (models saved before calibration were not)")
+    min_confidence: float | None = Field(description="readings under it are answered as unsure (--min-confidence); null: never")
     served: int
     uptime_s: float
 

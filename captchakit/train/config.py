@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from captchakit import settings as cs
+from captchakit.data.labels import own_labels_file
 from captchakit.errors import UserError
 from captchakit.model import ModelConfig
 from captchakit.train.ema import DECAY as EMA_DECAY
@@ -40,6 +41,8 @@ FEW_TO_DECIDE = 100  # a validation share smaller than this is said to be a roug
 SMALL_PATIENCE = 10  # the fewest epochs without a better validation accuracy before a small-data run stops
 
 ONLINE_VAL = 2_000  # generated validation captchas of --online when --val-dir does not exist
+PSEUDO_ROUNDS = 3  # rounds of --unlabelled
+PSEUDO_THRESHOLD = 0.95  # least calibrated confidence of a kept pseudo-label
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,10 @@ class TrainConfig:
     online: bool = False
     online_size: int = cs.TRAIN_COUNT
     online_val: int = ONLINE_VAL
+    # Unlabelled images to pseudo-label after the labelled run (captchakit.train.pseudo).
+    unlabelled: str | None = None
+    pseudo_rounds: int = PSEUDO_ROUNDS
+    pseudo_threshold: float = PSEUDO_THRESHOLD
     # The captcha settings; None: read off the training data (or the defaults for --online).
     charset: str | None = None
     length: int | None = None
@@ -95,6 +102,11 @@ class TrainConfig:
     def from_args(cls, args, start_dir: str | None = None) -> TrainConfig:
         """From parsed flags; fields the parser does not have keep their defaults."""
         values = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+        # A folder's own labels.csv (captcha_label.py's) is read unless --labels names another file.
+        if values.get("labels") is None and not getattr(args, "online", False):
+            values["labels"] = own_labels_file(values.get("train_dir"))
+        if values.get("val_labels") is None:
+            values["val_labels"] = own_labels_file(values.get("val_dir"))
         return cls(**{**values, "start_dir": start_dir if start_dir is not None else str(Path.cwd())})
 
     @classmethod

@@ -189,6 +189,8 @@ def load_train_val(config: TrainConfig, codec: LabelCodec) -> tuple[LabelledSet,
     """(train, validation, what model.pkl should remember about the data), from --train-dir and
     --val-dir, or from validation and test shares held out of --train-dir."""
     workers = config.workers
+    if config.labels:
+        print(f"labels from {config.labels}")
     train = load_labelled(config.train_dir, codec, "--train-dir", workers, labels=folder_labels(config.train_dir, config.labels))
     meta = {"labels": absolute(config.labels), "ignore_case": codec.ignore_case}
     if not holds_shares_out(config):

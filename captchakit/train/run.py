@@ -11,14 +11,15 @@ from pathlib import Path
 
 import torch
 
-from captchakit.checkpoint import model_from_checkpoint
+from captchakit.calibrate import calibrate
+from captchakit.checkpoint import model_from_checkpoint, read_checkpoint, write_checkpoint
 from captchakit.device import choose_device
 from captchakit.errors import UserError
 from captchakit.files import check_free_space, check_writable_dir, remove_stale_temps
 from captchakit.model import CaptchaCNN, count_parameters
-from captchakit.train import distributed, online, prepare, resume
+from captchakit.train import distributed, online, prepare, pseudo, resume
 from captchakit.train.config import Plan, TrainConfig, make_plan
-from captchakit.train.ema import WeightAverage
+from captchakit.train.ema import WeightAverage, run_decay
 from captchakit.train.engine import make_engine
 from captchakit.train.loop import History, Progress, Trainer, fit, make_optimizer
 
@@ -29,6 +30,8 @@ def run(config: TrainConfig, given: dict | None = None) -> int:
         torch.set_num_threads(config.threads)
     device = distributed.setup(choose_device(config.device))  # this rank's device under torchrun
     check_output(config.model)
+    if config.unlabelled:
+        pseudo.check(config, distributed.world_size())
     config, model, state = start_or_resume(config, device, given or {})
     # Room for model.pkl, last.pkl and one temporary copy, each weights + 2 AdamW moments (float32).
     check_free_space(resume.run_files(config.model)[0], 3 * 3 * 4 * count_parameters(model), "--model")
@@ -37,6 +40,17 @@ def run(config: TrainConfig, given: dict | None = None) -> int:
     for data in (train, val):
         if data.skipped:
             print(data.describe_skipped())
+    data_meta = {"train_dir": str(config.train_dir), **data_meta}
+    seen = train_model(config, model, state, train, val, device, data_meta)
+    if distributed.is_main():
+        calibrate_saved(config.model, val, device)
+        if config.unlabelled:
+            pseudo.rounds(config, train, val, seen, device, lambda cfg, net, data: train_round(cfg, net, data, val, device, data_meta))
+    return 0
+
+
+def train_model(config: TrainConfig, model: CaptchaCNN, state: dict | None, train, val, device, data_meta: dict) -> int:
+    """The epochs on `train`, checked on `val`, the best model saved to config.model; returns the images trained on."""
     plan = make_plan(config, len(train), distributed.world_size())
     trainer = make_trainer(model, config, plan, device, state, len(train))
     history, progress = History(resume.run_files(config.model)[0]), Progress()
@@ -46,9 +60,27 @@ def run(config: TrainConfig, given: dict | None = None) -> int:
         progress = Progress(state["epoch"] + 1, state["best"], state["elapsed"])
         history = History(history.path.parent, state["history"])
     describe(trainer, train, val, device)
-    meta = {"epochs": plan.epochs, "train_images": len(train), "train_dir": str(config.train_dir), "torch": torch.__version__}
+    meta = {"epochs": plan.epochs, "train_images": len(train), "torch": torch.__version__}
     meta.update(data_meta, augment=plan.augment, shift=plan.shift, patience=plan.patience)
-    return fit(trainer, train, val, train.targets(model.codec), history, progress, meta)
+    fit(trainer, train, val, train.targets(model.codec), history, progress, meta)
+    return len(train) * len(history.rows)
+
+
+def train_round(config: TrainConfig, model: CaptchaCNN, data, val, device, data_meta: dict) -> float:
+    """One pseudo-label round (captchakit.train.pseudo): fine-tune `model` on `data` into config.model,
+    calibrate it; returns its best validation accuracy."""
+    check_output(config.model)
+    train_model(config, model, None, data, val, device, data_meta)
+    calibrate_saved(config.model, val, device)
+    return float(read_checkpoint(config.model)["meta"]["best_accuracy"])
+
+
+def calibrate_saved(path, val, device) -> None:
+    """Fit the saved best model's confidence temperature on the validation images and store it in model.pkl."""
+    ckpt = read_checkpoint(path)
+    calibration = calibrate(model_from_checkpoint(ckpt, path, device), val, device)
+    write_checkpoint(path, {**ckpt, "calibration": calibration.to_dict()})
+    print(calibration.describe())
 
 
 def check_output(model_path) -> None:
@@ -80,7 +112,8 @@ def make_trainer(model: CaptchaCNN, config: TrainConfig, plan: Plan, device, sta
     engine = make_engine(distributed.wrap(model, device), device, config.precision, config.compile)
     steps = distributed.epoch_steps(n_train, config.batch_size)
     optimizer, scheduler = make_optimizer(model, config, steps * plan.epochs)
-    return Trainer(model, optimizer, scheduler, engine, make_average(model, config.ema, state), config, plan)
+    average = make_average(model, run_decay(config.ema, steps * plan.epochs), state)
+    return Trainer(model, optimizer, scheduler, engine, average, config, plan)
 
 
 def make_average(model: CaptchaCNN, decay: float, state: dict | None) -> WeightAverage | None:

@@ -1,0 +1,144 @@
+"""Calibrated confidence: the fit, the figures, and every reading path giving the same number."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import captcha_predict
+import captcha_test
+from captchakit import api, calibrate
+from captchakit.checkpoint import read_checkpoint, write_checkpoint
+from captchakit.codec import LabelCodec
+from captchakit.settings import Settings
+
+CODEC = LabelCodec(Settings(charset="0123456789", length=4))
+
+
+def labels_drawn_at(temperature: float, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, 4*10) logits and whether each argmax reading is right, with the truth drawn from
+    softmax(logits / temperature): at that temperature the confidence is exactly calibrated."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, 4, 10, generator=g) * 3
+    truth = torch.multinomial((logits / temperature).softmax(-1).view(-1, 10), 1, generator=g).view(n, 4)
+    right = (logits.argmax(-1) == truth).all(1)
+    return logits.view(n, -1), right
+
+
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+def test_fit_finds_the_temperature_the_truth_was_drawn_at(temperature):
+    logits, right = labels_drawn_at(temperature, 4000)
+    fitted = calibrate.fit_temperature(logits, right, CODEC)
+    assert fitted == pytest.approx(temperature, rel=0.1)
+    assert calibrate.ece(CODEC.confidences(logits, fitted), right) < 0.03
+    assert calibrate.ece(CODEC.confidences(logits, 1.0), right) > 0.05  # the raw confidence was off
+
+
+def test_a_small_set_read_all_right_does_not_push_confidence_to_one():
+    logits, _ = labels_drawn_at(1.0, 20)
+    fitted = calibrate.fit_temperature(logits, torch.ones(20, dtype=torch.bool), CODEC)
+    assert fitted < 1.0  # sharper, as the readings say
+    # but not sure of everything: 20 right of 20 suggests about 21/22, not certainty
+    assert 0.7 < CODEC.confidences(logits, fitted).mean() < 0.99
+
+
+def test_ece_coverage_and_bins_on_known_values():
+    conf = np.array([0.95] * 10 + [0.55] * 10)
+    right = np.array([True] * 9 + [False] + [True] * 5 + [False] * 5)
+    assert calibrate.ece(conf, right) == pytest.approx((10 * 0.05 + 10 * 0.05) / 20)
+    bins = calibrate.reliability(conf, right)
+    assert [(b["low"], b["n"], b["accuracy"]) for b in bins] == [(0.5, 10, 0.5), (0.9, 10, 0.9)]
+    rows = {r["threshold"]: r for r in calibrate.coverage(conf, right)}
+    assert rows[0.5]["answered"] == 1.0 and rows[0.5]["accuracy"] == pytest.approx(0.7)
+    assert rows[0.9]["answered"] == 0.5 and rows[0.9]["accuracy"] == pytest.approx(0.9)
+    assert rows[0.99]["answered"] == 0.0 and rows[0.99]["accuracy"] is None
+    assert calibrate.ece(np.array([1.0]), np.array([True])) == 0.0  # confidence 1 falls in the last bin
+
+
+def test_training_stores_a_temperature_fitted_on_its_validation_images(tiny_model):
+    stored = calibrate.Calibration.from_dict(read_checkpoint(tiny_model).get("calibration"))
+    assert stored.calibrated and stored.images == 60  # tiny_model's --val-dir holds 60
+    # It reads none of the 60 right: the softened targets put the confidence near 1/62, not 0.
+    assert 0.05 <= stored.temperature <= 5.0 and stored.ece_after < 0.03
+
+
+@pytest.fixture
+def sharp_model(tiny_model, tmp_path):
+    """tiny_model with a stored temperature far from 1, as a well-trained model gets."""
+    path = tmp_path / "sharp.pkl"
+    ckpt = read_checkpoint(tiny_model)
+    write_checkpoint(path, {**ckpt, "calibration": calibrate.Calibration(0.25, 500, 0.3, 0.01).to_dict()})
+    return path
+
+
+def test_the_temperature_changes_the_confidence_not_the_text(sharp_model, tiny_model, tiny_data):
+    images = sorted((tiny_data / "predict").glob("*.png"))[:8]
+    sharp, plain = api.load_model(sharp_model, "cpu"), api.load_model(tiny_model, "cpu")
+    got, base = sharp.predict_batch(images), plain.predict_batch(images)
+    assert [p.text for p in got] == [p.text for p in base]
+    logits = sharp.logits(np.stack([sharp.prepare(i) for i in images]))
+    want = sharp.codec.confidences(logits, 0.25).tolist()
+    assert [p.confidence for p in got] == pytest.approx(want, rel=1e-4)
+    assert [p.confidence for p in got] != pytest.approx([p.confidence for p in base], rel=1e-2)
+
+
+def test_onnx_gives_the_calibrated_confidence_too(sharp_model, tiny_data, tmp_path, cli):
+    pytest.importorskip("onnxruntime", reason='ONNX is an optional extra: pip install -e ".[onnx]"')
+    import captcha_export
+
+    onnx_path = tmp_path / "sharp.onnx"
+    assert captcha_export.main(["--model", str(sharp_model), "--onnx", str(onnx_path)]) == 0
+    images = sorted((tiny_data / "predict").glob("*.png"))[:8]
+    want = api.load_model(sharp_model, "cpu").predict_batch(images)
+    got = api.load_model(onnx_path, "cpu")
+    assert got.calibration.temperature == 0.25
+    found = got.predict_batch(images)
+    assert [p.text for p in found] == [p.text for p in want]
+    assert [p.confidence for p in found] == pytest.approx([p.confidence for p in want], rel=1e-3, abs=1e-6)
+
+
+def test_a_model_saved_before_calibration_reads_as_before_and_says_so(tiny_model, tiny_data, tmp_path, cli):
+    old = tmp_path / "old.pkl"
+    ckpt = read_checkpoint(tiny_model)
+    write_checkpoint(old, {k: v for k, v in ckpt.items() if k != "calibration"})
+    model = api.load_model(old, "cpu")
+    assert not model.calibration.calibrated and model.codec.temperature == 1.0
+    image = sorted((tiny_data / "predict").glob("*.png"))[0]
+    raw = model.logits(model.prepare(image)[None])
+    probs = raw.view(1, 4, -1).softmax(-1).amax(-1).prod().item()
+    assert model.predict(image).confidence == pytest.approx(probs, rel=1e-5)
+    code, _, err = cli(captcha_predict.main, image, "--model", old)
+    assert code == 0 and "uncalibrated" in err
+    code, out, _ = cli(captcha_test.main, "--model", old, "--data", tiny_data / "test")
+    assert code == 0 and "the model is uncalibrated" in out
+
+
+def test_predict_min_confidence_adds_a_sure_or_unsure_column(sharp_model, tiny_data, cli):
+    images = sorted((tiny_data / "predict").glob("*.png"))[:6]
+    confidences = [p.confidence for p in api.load_model(sharp_model, "cpu").predict_batch(images)]
+    cut = sorted(confidences)[3]
+    code, out, err = cli(captcha_predict.main, *images, "--model", sharp_model, "--min-confidence", cut)
+    assert code == 0, err
+    marks = [line.split("\t")[3] for line in out.splitlines()]
+    assert marks == ["unsure" if c < cut else "sure" for c in confidences]
+    assert f"unsure: {marks.count('unsure')} of 6 readings" in err and marks.count("unsure") == 3
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "high"])
+def test_min_confidence_outside_zero_to_one_is_refused(value, tiny_data, cli):
+    code, _, err = cli(captcha_predict.main, tiny_data / "predict", "--min-confidence", value)
+    assert code == 2 and "--min-confidence" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_test_report_states_the_calibration_error_of_what_it_printed(sharp_model, tiny_data, tmp_path, cli):
+    code, out, _ = cli(captcha_test.main, "--model", sharp_model, "--data", tiny_data / "test", "--json", tmp_path / "m.json")
+    assert code == 0
+    m = json.loads((tmp_path / "m.json").read_text())["confidence"]
+    assert m["calibrated"] is True and sum(b["n"] for b in m["bins"]) == 60
+    assert f"expected calibration error {100 * m['ece']:.2f}%" in out
+    assert [r["threshold"] for r in m["coverage"]] == list(calibrate.THRESHOLDS)
+    assert math.isclose(m["ece"], sum(b["n"] * abs(b["confidence"] - b["accuracy"]) for b in m["bins"]) / 60)
