@@ -142,3 +142,17 @@ def test_the_test_report_states_the_calibration_error_of_what_it_printed(sharp_m
     assert f"expected calibration error {100 * m['ece']:.2f}%" in out
     assert [r["threshold"] for r in m["coverage"]] == list(calibrate.THRESHOLDS)
     assert math.isclose(m["ece"], sum(b["n"] * abs(b["confidence"] - b["accuracy"]) for b in m["bins"]) / 60)
+
+
+def test_export_calibrates_an_older_model_on_a_labelled_folder(tiny_model, tiny_data, tmp_path, cli):
+    import captcha_export
+
+    old, new = tmp_path / "old.pkl", tmp_path / "new.pkl"
+    write_checkpoint(old, {k: v for k, v in read_checkpoint(tiny_model).items() if k != "calibration"})
+    code, out, err = cli(captcha_export.main, "--model", old, "--slim", new, "--confidence-from", tiny_data / "test")
+    assert code == 0, err
+    stored = calibrate.Calibration.from_dict(read_checkpoint(new).get("calibration"))
+    assert stored.calibrated and stored.images == 60 and "confidence calibrated on 60 images" in out
+    assert api.load_model(new, "cpu").codec.temperature == stored.temperature
+    code, _, err = cli(captcha_export.main, "--model", old, "--slim", new, "--confidence-from", tmp_path / "nowhere")
+    assert code == 2 and "--confidence-from" in err and len(err.strip().splitlines()) == 1

@@ -52,9 +52,9 @@ def id_width(count: int) -> int:
 _factory: CaptchaFactory | None = None
 
 
-def _init_worker(settings_dict: dict, pool_worker: bool = False, emphasis: dict[str, float] | None = None) -> None:
+def _init_worker(settings_dict: dict, pool_worker: bool = False, emphasis: dict[str, float] | None = None, source=None) -> None:
     global _factory
-    _factory = CaptchaFactory(Settings.from_dict(settings_dict), emphasis=emphasis)
+    _factory = source if source is not None else CaptchaFactory(Settings.from_dict(settings_dict), emphasis=emphasis)
     if pool_worker:
         _die_with_parent()
 
@@ -87,11 +87,20 @@ def _write_one(job: tuple[str, str, int, int, int | None]) -> str:
 
 
 def generate_split(
-    out: Path, split: str, count: int, settings: Settings, workers: int, seed: int | None, emphasis: dict[str, float] | None = None
+    out: Path,
+    split: str,
+    count: int,
+    settings: Settings,
+    workers: int,
+    seed: int | None,
+    emphasis: dict[str, float] | None = None,
+    source=None,
 ) -> int:
     """Bring `out/split` up to `count` images; return how many were written now.
 
-    `emphasis` maps characters to how many times as often as the others they are drawn.
+    `emphasis` maps characters to how many times as often as the others they are drawn. `source`,
+    when given, draws instead of the captcha library: any picklable object with CaptchaFactory's
+    make_seeded(seed, split, index) -> (label, image), such as render.Renderer (the varied style).
     """
     folder = out / split
     folder.mkdir(parents=True, exist_ok=True)
@@ -106,13 +115,13 @@ def generate_split(
     with tqdm(total=len(jobs), desc=f"{split:>7}", unit="img", dynamic_ncols=True) as bar:
         try:
             if workers <= 1:
-                _init_worker(settings.to_dict(), emphasis=emphasis)
+                _init_worker(settings.to_dict(), emphasis=emphasis, source=source)
                 for job in jobs:
                     _write_one(job)
                     bar.update()
             else:
                 ctx = mp.get_context("fork" if hasattr(os, "fork") else "spawn")
-                with ctx.Pool(workers, initializer=_init_worker, initargs=(settings.to_dict(), True, emphasis)) as pool:
+                with ctx.Pool(workers, initializer=_init_worker, initargs=(settings.to_dict(), True, emphasis, source)) as pool:
                     for _ in pool.imap_unordered(_write_one, jobs, chunksize=16):
                         bar.update()
         except BaseException:

@@ -58,6 +58,8 @@ def metadata(model, ckpt: dict) -> dict[str, str]:
         "model_config": json.dumps(model.config.to_dict()),
         "meta": json.dumps(meta),
         "calibration": json.dumps(ckpt.get("calibration")),  # the temperature the reader applies to the output
+        "confidence": "product over positions (CTC: columns) of the largest softmax(output / calibration.temperature); "
+        "temperature 1 when calibration is null",
         "input": f"{INPUT}: (N, {s.channels}, {s.height}, {s.width}) float32, {'RGB' if s.channels == 3 else 'grey'} in [0, 1], "
         f"prepared by captcha_dataset.load_image{' with keep_aspect' if s.keep_aspect else ''}",
         "output": output_text(model),
