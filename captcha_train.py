@@ -113,11 +113,19 @@ def add_own_data_args(g) -> None:
     )
     colour.add_argument("--grey", "--gray", dest="color", action="store_false", help="read images grey, whatever their colours")
     g.add_argument(
+        "--keep-aspect",
+        action="store_true",
+        help="fit every image into the working size with its aspect ratio kept, padded with its border colour, "
+        "however tall it is (default: only images taller than 64 pixels; smaller ones are stretched to the size)",
+    )
+    g.add_argument(
         "--init-from",
         metavar="MODEL",
-        help="start the convolution layers from this model.pkl (e.g. the shipped captchakit/models/default.pkl); "
-        "the output layer is always new, so charset, length and size may differ",
+        help="fine-tune this model.pkl (e.g. the shipped captchakit/models/default.pkl): its convolution layers, and its "
+        "head and classifier rows where they fit the charset; charset, length and size may differ "
+        "(default: the shipped general reader for fewer than 20,000 labelled images, when the package has one)",
     )
+    g.add_argument("--from-scratch", action="store_true", help="start from random weights, never from the general reader")
 
 
 def add_recipe_args(g) -> None:

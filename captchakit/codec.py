@@ -69,6 +69,16 @@ class LabelCodec:
 
         return torch.tensor([self.encode(t) for t in texts], dtype=torch.long).reshape(-1, self.length)
 
+    def rows_from(self, source: LabelCodec) -> list[int | None]:
+        """For each of this codec's classes, the class of `source` that means the same (the same
+        character, read case-blind where this codec is; pad/blank to pad/blank), or None."""
+        index = {c: i for i, c in enumerate(source.charset)}
+        # A case-blind codec's charset is upper case; a source without a letter's capital lends its small one.
+        rows: list[int | None] = [index.get(c, index.get(c.lower()) if self.ignore_case else None) for c in self.charset]
+        if self.pad is not None:
+            rows.append(source.pad)
+        return rows
+
     def decode_indices(self, indices) -> str:
         return "".join(self.charset[i] for i in indices if i != self.pad)
 

@@ -153,6 +153,20 @@ class CaptchaCNN(nn.Module):
             height, width = (height - 1) // stride + 1, (width - 1) // stride + 1
         return height, width
 
+    def adopt(self, state: dict, source: LabelCodec) -> tuple[int, int]:
+        """Fine-tuning: copy every tensor of another model's `state` that fits this network; the
+        classifier of an attention or CTC head takes, class by class, the rows of the characters
+        both charsets share (`source`: that model's codec). Returns (tensors copied, classes taken)."""
+        own = self.state_dict()
+        fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape and not k.startswith("head.classify.")}
+        self.load_state_dict(fits, strict=False)
+        if self.config.head not in ("ctc", "attention") or "head.classify.weight" not in state:
+            return len(fits), 0
+        split = getattr(self.head, "split", 1)  # the CTC head's outputs per column; the attention head has one
+        rows = self.codec.rows_from(source)
+        weight, bias = state["head.classify.weight"], state["head.classify.bias"]
+        return len(fits), take_classes(self.head.classify, split, weight, bias, rows, source.num_classes)
+
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0, reduction: str = "mean") -> torch.Tensor:
         """This head's loss against (B, length) targets of the codec: training and evaluate() both call it.
 
@@ -191,6 +205,23 @@ def with_test_shifts(model: CaptchaCNN, k: int | None) -> CaptchaCNN:
         check_test_shifts(shifts, model.settings.width, model.config.head)
         model.config = replace(model.config, test_shifts=shifts)
     return model
+
+
+@torch.no_grad()
+def take_classes(linear: nn.Linear, split: int, weight: torch.Tensor, bias: torch.Tensor, rows: list[int | None], k_src: int) -> int:
+    """Copy another classifier of K_src classes (`weight` (split * K_src, dim), `bias`) into `linear`
+    (split * K, dim) class by class: class k gets the source's class rows[k] in each of the `split`
+    slots; None keeps its fresh weights. Returns the classes copied (0 when slots or widths differ)."""
+    k = linear.out_features // split
+    if weight.shape[0] != split * k_src or weight.shape[1] != linear.in_features or len(rows) != k:
+        return 0
+    mine_w, mine_b = linear.weight.view(split, k, -1), linear.bias.view(split, k)  # views: writes land in linear
+    src_w, src_b = weight.view(split, k_src, -1), bias.view(split, k_src)
+    copied = [(c, r) for c, r in enumerate(rows) if r is not None and r < k_src]
+    for c, r in copied:
+        mine_w[:, c] = src_w[:, r]
+        mine_b[:, c] = src_b[:, r]
+    return len(copied)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -21,6 +21,8 @@ from captchakit.data.synth import draw
 ROOT = Path(__file__).resolve().parent
 DEFAULT_MODEL = ROOT / "models" / "default.pkl"
 DEFAULT_INFO = DEFAULT_MODEL.with_suffix(".json")
+# The general reader that small data sets fine-tune from (captchakit.train.finetune), once one is shipped.
+GENERAL_MODEL = ROOT / "models" / "general.pkl"
 
 # The generated check: captchas drawn in memory from these seeds, never written to disk.
 # The split name keeps them apart from every split captcha_gen.py writes with the same seed.

@@ -23,7 +23,7 @@ from captchakit.export.onnx import onnx_input
 from captchakit.model import CaptchaCNN
 from captchakit.serve.input import Upload
 from captchakit.settings import Settings
-from captchakit.train import prepare
+from captchakit.train import finetune, prepare
 from captchakit.train.config import TrainConfig
 
 FAST = ["--epochs", "1", "--batch-size", "16", "--threads", "2"]
@@ -142,6 +142,8 @@ def test_a_server_upload_keeps_colour_for_a_colour_model():
         ((470, 80), {}, (376, 64, True)),  # wide: its width costs what it needs
         ((160, 60), {}, (160, 60, False)),  # small: as before
         ((640, 360), {"width": 640, "height": 360}, (640, 360, False)),  # the flags still force a size
+        ((160, 60), {"keep_aspect": True}, (160, 60, True)),  # --keep-aspect: small images fitted too
+        ((120, 40), {"width": 256, "height": 64, "keep_aspect": True}, (256, 64, True)),  # a general reader's size
     ],
 )
 def test_a_working_size_caps_the_height_and_keeps_the_median_aspect(tmp_path, size, flags, want):
@@ -223,7 +225,7 @@ def test_a_colour_model_exports_to_onnx_that_reads_it_alike(colour_model, tmp_pa
 def test_init_from_a_grey_model_starts_a_colour_one_that_reads_grey_images_alike(tiny_model):
     grey = load_model(tiny_model, "cpu").model.eval()
     colour = CaptchaCNN(grey.settings.with_(channels=3), grey.config)
-    prepare.init_from(str(tiny_model), colour)
+    finetune.init_from(str(tiny_model), colour)
     x = torch.rand(2, 1, grey.settings.height, grey.settings.width)
     with torch.no_grad():
         assert torch.allclose(colour.eval().features(x.expand(-1, 3, -1, -1).contiguous()), grey.features(x), atol=1e-4)

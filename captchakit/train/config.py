@@ -72,9 +72,11 @@ class TrainConfig:
     min_length: int | None = None
     ignore_case: bool = False
     color: bool | None = None  # --color / --grey; None: colour only where grey loses the text (prepare.py)
+    keep_aspect: bool = False  # --keep-aspect: fit every image into the size with its aspect ratio, padded
     # The network and where its weights start.
     model_config: str | None = None  # JSON of ModelConfig fields to override
     init_from: str | None = None
+    from_scratch: bool = False  # --from-scratch: no fine-tuning from the general reader
     # The recipe; epochs and augment None: chosen from the data size (Plan).
     epochs: int | None = None
     batch_size: int = BATCH_SIZE

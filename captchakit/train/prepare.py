@@ -40,6 +40,7 @@ from captchakit.data.sets import LabelledSet, load_labelled, subset
 from captchakit.errors import UserError
 from captchakit.model import CaptchaCNN, ModelConfig
 from captchakit.settings import Settings
+from captchakit.train import finetune
 from captchakit.train.config import FEW_TO_DECIDE, TEST_SHARE, VAL_SHARE, TrainConfig
 
 
@@ -118,6 +119,8 @@ def finish_settings(config: TrainConfig, base: Settings, stem: int) -> Settings:
     settings = settings_from_args(config, base)
     if config.color is not None:
         settings = settings.with_(channels=3 if config.color else 1)
+    if config.keep_aspect:
+        settings = settings.with_(keep_aspect=True)
     if config.ignore_case:
         settings = settings.with_(charset="".join(dict.fromkeys(settings.charset.upper())), ignore_case=True)
     if config.min_length is not None:
@@ -133,19 +136,28 @@ def finish_settings(config: TrainConfig, base: Settings, stem: int) -> Settings:
 
 
 def new_model(config: TrainConfig) -> CaptchaCNN:
-    """The network a fresh run starts from: seeded weights, or --init-from's convolution layers."""
+    """The network a fresh run starts from: seeded weights, or fine-tuned from --init-from or the general reader."""
     network = config.network()
     # Without a training folder to read them off, --online's settings are the flags over the defaults.
     settings = finish_settings(config, Settings(), network.stem) if config.online else infer_settings(config, network.stem)
     network = sequence_head(config, network, settings)
+    source = finetune.source_model(config, lambda: labelled_count(config))
+    if source:
+        settings, network = finetune.follow_source(config, settings, network, read_checkpoint(source, "--init-from"), network.stem)
     torch.manual_seed(config.seed)
     try:
         model = CaptchaCNN(settings, network)
     except (ValueError, TypeError, RuntimeError) as err:  # a --model-config that builds no network
         raise UserError(f"--model-config {config.model_config}: {err}; see ModelConfig in captcha_cnn_model.py") from None
-    if config.init_from:
-        init_from(config.init_from, model)
+    if source:
+        finetune.init_from(source, model)
     return model
+
+
+def labelled_count(config: TrainConfig) -> int:
+    """Labelled images in --train-dir (before any share is held out): whether it is a small data set."""
+    labels = raw_labels(Path(config.train_dir), folder_labels(config.train_dir, config.labels, quiet=True))
+    return sum(1 for t in labels.values() if t)
 
 
 def sequence_head(config: TrainConfig, network: ModelConfig, settings: Settings) -> ModelConfig:
@@ -156,33 +168,6 @@ def sequence_head(config: TrainConfig, network: ModelConfig, settings: Settings)
         return network
     print('variable-length labels: the CTC head (--model-config \'{"head": "attention"}\' for the position head)')
     return replace(network, head="ctc")
-
-
-def init_from(path: str, model: CaptchaCNN) -> None:
-    """Copy the convolution stack of the model at `path` into `model` (fine-tuning); the head stays fresh."""
-    src = read_checkpoint(path, flag="--init-from")["state_dict"]
-    own = model.state_dict()
-    src = {k: grey_to_colour(v, own[k].shape) if k in own else v for k, v in src.items()}
-    fits = {k: v for k, v in src.items() if k.startswith("features.") and k in own and own[k].shape == v.shape}
-    wanted = [k for k in own if k.startswith("features.")]
-    if len(fits) < len(wanted):
-        raise UserError(
-            f"--init-from {path}: its convolution layers do not fit this network "
-            f"({len(fits)} of {len(wanted)} tensors match); use a model with the same --model-config"
-        )
-    model.load_state_dict(fits, strict=False)
-    print(f"convolution layers from {path} ({len(fits)} tensors); the output layer starts fresh")
-
-
-def grey_to_colour(weight: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """A grey model's first conv weights (out, s*s, k, k) for a colour model's (out, 3*s*s, k, k); other tensors as they are.
-
-    The stem's space-to-depth puts each colour's s*s planes in a block; each block gets the weights times
-    that colour's luma weight, so the colour model starts out reading the grey image the grey one read."""
-    fits = weight.dim() == len(shape) == 4 and shape[1] == 3 * weight.shape[1]
-    if not fits or (shape[0], *shape[2:]) != (weight.shape[0], *weight.shape[2:]):
-        return weight
-    return torch.cat([weight * luma for luma in (0.299, 0.587, 0.114)], dim=1)
 
 
 def load_train_val(config: TrainConfig, codec: LabelCodec) -> tuple[LabelledSet, LabelledSet, dict]:
