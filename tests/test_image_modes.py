@@ -138,7 +138,8 @@ def test_a_server_upload_keeps_colour_for_a_colour_model():
 @pytest.mark.parametrize(
     "size, flags, want",
     [
-        ((640, 360), {}, (114, 64, True)),  # large: capped at 64 high, 16:9 kept
+        ((640, 360), {}, (160, 90, True)),  # large: 16:9 kept, tall enough for 160 columns
+        ((1280, 320), {}, (256, 64, True)),  # large and wide: 64 high is enough
         ((470, 80), {}, (376, 64, True)),  # wide: its width costs what it needs
         ((160, 60), {}, (160, 60, False)),  # small: as before
         ((640, 360), {"width": 640, "height": 360}, (640, 360, False)),  # the flags still force a size

@@ -27,6 +27,8 @@ SIZE_SAMPLE = 500  # images whose size is read to take the median
 # size trains many times slower than a small one (docs/BENCHMARKS.md, "Working resolution").
 # Smaller images are read at their own size, as before.
 WORKING_HEIGHT = 64
+MIN_WORKING_WIDTH = 160  # the default captchas' width: fewer columns lose characters of a wide text
+MAX_WORKING_HEIGHT = 128
 MIN_SHARE = 20  # the fewest images a validation or test share holds out of a set of 100 or more
 
 
@@ -90,11 +92,16 @@ def median_of(sizes: list[tuple[int, int]]) -> tuple[int, int] | None:
 
 def working_size(sizes: list[tuple[int, int]], stem: int) -> tuple[int, int] | None:
     """(width, height) to read images of these sizes at when the median is taller than WORKING_HEIGHT:
-    that height (a multiple of `stem`) and the width that keeps the median aspect ratio; None: read at the median size."""
+    that height (a multiple of `stem`) and the width that keeps the median aspect ratio; None: read at the median size.
+
+    An image narrower than MIN_WORKING_WIDTH at that height (a large, squarish one) is read taller
+    instead, up to MAX_WORKING_HEIGHT: its text runs across the width, and 64 pixels of height
+    left a 16:9 style 114 columns, too few for its characters (docs/BENCHMARKS.md, "Working resolution")."""
     if not sizes or statistics.median_low(h for _, h in sizes) <= WORKING_HEIGHT:
         return None
-    height = max(WORKING_HEIGHT // stem * stem, round_to(16, stem))
     aspect = statistics.median(w / h for w, h in sizes)
+    height = min(max(WORKING_HEIGHT, math.ceil(MIN_WORKING_WIDTH / aspect)), MAX_WORKING_HEIGHT, statistics.median_low(h for _, h in sizes))
+    height = max(height // stem * stem, round_to(16, stem))
     return round_to(aspect * height, stem), height
 
 

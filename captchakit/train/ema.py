@@ -24,8 +24,8 @@ def run_decay(decay: float, total_steps: int) -> float:
 
     A small data set trains for a few hundred steps: at 0.998 the average would still be mostly
     the first half of the run when it ends. The default task's 6,000-odd steps keep 0.998 as it is."""
-    if not decay:
-        return decay
+    if not 0.0 < decay < 1.0:
+        return decay  # off (0), or out of range: WeightAverage refuses it with the flag's own message
     return min(decay, 1.0 - 1.0 / max(HORIZON_SHARE * total_steps, 2.0))
 
 

@@ -115,11 +115,12 @@ def rounds(config: TrainConfig, train: LabelledSet, val: LabelledSet, images_see
         accuracy = train_round(cfg, model, data)
         adopted = accuracy >= best
         print(f"round {r}: validation {accuracy:.2%} against {best:.2%} before: {'kept' if adopted else 'not kept'}")
-        if adopted:
-            best = accuracy
-            note = {"rounds": r, "kept": len(kept), "unlabelled": str(pool.folder), "threshold": config.pseudo_threshold}
-            adopt(path, config.model, note)
-            model, _ = load_checkpoint(config.model, device)
+        if not adopted:
+            break  # the next round would read with the same model, keep the same images and train the same way
+        best = accuracy
+        note = {"rounds": r, "kept": len(kept), "unlabelled": str(pool.folder), "threshold": config.pseudo_threshold}
+        adopt(path, config.model, note)
+        model, _ = load_checkpoint(config.model, device)
 
 
 def adopt(path: Path, model_path, note: dict) -> None:
