@@ -176,6 +176,13 @@ def add_online_args(g) -> None:
         "--online", action="store_true", help="train on captchas generated fresh every epoch by --workers processes instead of --train-dir"
     )
     g.add_argument(
+        "--online-style",
+        choices=("captcha", "varied"),
+        default=D.online_style,
+        help="with --online: captcha, the captcha library's look in the model's size; varied, many fonts, grounds, "
+        "noises and warps (captcha_gen.py --style varied), for a general reader (default: %(default)s)",
+    )
+    g.add_argument(
         "--online-size",
         type=int,
         default=D.online_size,

@@ -39,6 +39,19 @@ def test_batches_are_the_seeded_captchas_read_by_load_image():
         assert np.array_equal(images[i], load_image(image, 80, 32))
 
 
+def test_the_varied_style_streams_the_renderers_captchas_of_every_length():
+    varied = Settings(charset="0123456789abcXYZ", length=6, min_length=1, width=96, height=32, keep_aspect=True)
+    images, targets = epoch_arrays(captcha_online.OnlineSet(varied, 24, seed=5, workers=0, style="varied"), 1)
+    from captchakit.data.render import Renderer, RenderSpec
+
+    codec, source = LabelCodec(varied), Renderer(RenderSpec("0123456789abcXYZ", 1, 6))
+    for i in (0, 11, 23):
+        label, image = source.make_seeded(5, "online-e1", i)
+        assert codec.decode_indices(targets[i]) == label
+        assert np.array_equal(images[i], load_image(image, 96, 32, keep_aspect=True))
+    assert len({int((t != codec.pad).sum()) for t in targets}) > 2  # several label lengths
+
+
 def test_same_seed_same_captchas_new_ones_every_epoch_and_seed():
     a = captcha_online.OnlineSet(SETTINGS, 16, seed=5, workers=0)
     first, again = epoch_arrays(a, 1), epoch_arrays(a, 1)

@@ -115,26 +115,27 @@ def emphasis_text(emphasis: dict[str, float]) -> str:
     return ",".join(f"{chars}:{weight:g}" for weight, chars in groups.items()) or "none"
 
 
-def captchas(settings: Settings, count: int, seed: int | None, split: str) -> Iterator[tuple]:
-    """(label, PIL image) for images 0 .. count-1 of `split`, drawn uniformly as captcha_gen.py draws test and predict."""
-    factory = CaptchaFactory(settings)
+def captchas(settings: Settings, count: int, seed: int | None, split: str, factory=None) -> Iterator[tuple]:
+    """(label, PIL image) for images 0 .. count-1 of `split`, drawn uniformly as captcha_gen.py draws test and predict;
+    `factory`: another source with make_seeded (data/render.Renderer for the varied style)."""
+    factory = factory or CaptchaFactory(settings)
     bar = tqdm(range(count), desc=f"generating {split}", unit="img", leave=False, disable=count < QUIET_BELOW)
     for index in bar:
         yield factory.make_seeded(seed, split, index)
 
 
-def draw(settings: Settings, count: int, seed: int | None, split: str) -> tuple[np.ndarray, list[str]]:
+def draw(settings: Settings, count: int, seed: int | None, split: str, factory=None) -> tuple[np.ndarray, list[str]]:
     """(count, H, W) uint8 images (H, W, 3 in colour) read through load_image, and their labels as drawn."""
     images = np.empty((count, *settings.array_shape), dtype=np.uint8)
     labels = []
-    for i, (label, image) in enumerate(captchas(settings, count, seed, split)):
+    for i, (label, image) in enumerate(captchas(settings, count, seed, split, factory)):
         images[i] = load_as(image, settings)
         labels.append(label)
     return images, labels
 
 
-def synth_set(codec: LabelCodec, count: int, seed: int | None, split: str, source: str = "<generated>") -> LabelledSet:
+def synth_set(codec: LabelCodec, count: int, seed: int | None, split: str, source: str = "<generated>", factory=None) -> LabelledSet:
     """`draw` as a LabelledSet that evaluate() reads like a folder: names generated_000000, ..."""
-    images, labels = draw(codec.settings, count, seed, split)
+    images, labels = draw(codec.settings, count, seed, split, factory)
     names = [f"generated_{i:06d}" for i in range(count)]
     return in_memory(source, images, names, [codec.normalize(t) for t in labels])

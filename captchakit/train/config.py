@@ -60,6 +60,7 @@ class TrainConfig:
     online: bool = False
     online_size: int = cs.TRAIN_COUNT
     online_val: int = ONLINE_VAL
+    online_style: str = "captcha"  # captcha: the captcha library's look; varied: data/render.py's many styles
     # Unlabelled images to pseudo-label after the labelled run (captchakit.train.pseudo).
     unlabelled: str | None = None
     pseudo_rounds: int = PSEUDO_ROUNDS

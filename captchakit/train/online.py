@@ -54,9 +54,10 @@ class CaptchaStream(IterableDataset):
     whatever the number of workers.
     """
 
-    def __init__(self, settings: Settings, seed: int, split: str, start: int, count: int, batch: int, emphasis: dict | None = None):
+    def __init__(self, settings: Settings, seed: int, split: str, start: int, count: int, batch: int, source=None):
+        """`source`: a Renderer (the varied style), or None for the captcha library's style."""
         super().__init__()
-        self.settings, self.seed, self.split, self.emphasis = settings, seed, split, emphasis
+        self.settings, self.seed, self.split, self.source = settings, seed, split, source
         self.start, self.count, self.batch = start, count, batch
 
     def __len__(self) -> int:
@@ -66,7 +67,8 @@ class CaptchaStream(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         s = self.settings
-        factory, codec = CaptchaFactory(s, emphasis=self.emphasis), LabelCodec(s)
+        # Training draws O and 0 more often in the captcha style, as a generated train split does.
+        factory, codec = self.source or CaptchaFactory(s, emphasis=cs.TRAIN_EMPHASIS), LabelCodec(s)
         for b in range(worker, len(self), workers):
             lo, hi = b * self.batch, min((b + 1) * self.batch, self.count)
             images = np.empty((hi - lo, *s.array_shape), dtype=np.uint8)
@@ -88,9 +90,11 @@ def stream_batches(stream: CaptchaStream, workers: int):
 class OnlineSet:
     """The training 'set' of an --online run: `size` new captchas every epoch."""
 
-    def __init__(self, settings: Settings, size: int, seed: int, workers: int):
+    def __init__(self, settings: Settings, size: int, seed: int, workers: int, style: str = "captcha"):
         self.settings, self.size, self.seed, self.workers = settings, size, seed, workers
-        self.folder = f"generated every epoch by {workers} worker process(es), seed {seed}"
+        self.source = renderer(settings) if style == "varied" else None
+        style_note = ", varied style" if self.source else ""
+        self.folder = f"generated every epoch by {workers} worker process(es), seed {seed}{style_note}"
         self.skipped: list = []
 
     def __len__(self) -> int:
@@ -104,9 +108,18 @@ class OnlineSet:
         per = self.size // world
         batch = max(min(batch_size, per), 1)
         steps = per // batch
-        # Training draws O and 0 more often, as a generated train split does (cs.TRAIN_EMPHASIS).
-        stream = CaptchaStream(self.settings, self.seed, f"online-e{epoch}", rank * per, steps * batch, batch, cs.TRAIN_EMPHASIS)
+        stream = CaptchaStream(self.settings, self.seed, f"online-e{epoch}", rank * per, steps * batch, batch, self.source)
         return EpochPlan(steps, batch, stream_batches(stream, self.workers))
+
+
+def renderer(settings: Settings):
+    """The varied style's source for these settings: their charset and label lengths, heights drawn per image."""
+    from captchakit.data.render import Renderer, RenderSpec  # fontTools and the font list, only for this style
+
+    try:
+        return Renderer(RenderSpec(settings.charset, settings.min_length, settings.length))
+    except ValueError as err:
+        raise UserError(f"--online-style varied: {err}") from None
 
 
 def load_train_val(config: TrainConfig, codec: LabelCodec) -> tuple[OnlineSet, LabelledSet, dict]:
@@ -115,16 +128,15 @@ def load_train_val(config: TrainConfig, codec: LabelCodec) -> tuple[OnlineSet, L
         if value < 1:
             raise UserError(f"{flag} {value}: use at least 1")
     workers = default_workers(config.workers)
-    train = OnlineSet(codec.settings, config.online_size, config.seed, workers)
+    train = OnlineSet(codec.settings, config.online_size, config.seed, workers, config.online_style)
     val_dir = config.val_dir or cs.TEST_DATASET_PATH
     if Path(val_dir).is_dir():
         labels = folder_labels(val_dir, config.val_labels, "--val-labels")
         val = load_labelled(val_dir, codec, "--val-dir", labels=labels)
     elif distributed.is_main():
         print(f"--val-dir {val_dir}: no such folder; checking on {config.online_val:,} generated captchas (seed {VAL_SEED})")
-        val = synth_set(
-            codec, config.online_val, VAL_SEED, "online-val", source=f"<{config.online_val:,} generated captchas, seed {VAL_SEED}>"
-        )
+        name = f"<{config.online_val:,} generated captchas, seed {VAL_SEED}>"
+        val = synth_set(codec, config.online_val, VAL_SEED, "online-val", name, train.source)
     else:  # only rank 0 evaluates
         val = LabelledSet(Path("<rank 0 only>"), np.zeros((0, 1, 1), np.uint8), np.zeros(0, np.int64), [], [], [])
     return train, val, {"online": True, "online_size": config.online_size}
