@@ -50,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="SOURCE",
         help="before exporting, fit the confidence's temperature on SOURCE: a folder of labelled captchas the model "
-        "was not trained on, or `generated` for captchas of the model's style drawn in memory; for models saved "
-        "before calibration, or to calibrate on your own site's captchas (with --slim OUT alone: a calibrated copy)",
+        "was not trained on, `validation` for the validation share training held out, or `generated` for captchas "
+        "of the model's style drawn in memory; for models saved before calibration, or to calibrate on your own "
+        "site's captchas (with --slim OUT alone: a calibrated copy)",
     )
     p.add_argument("--slim", default=None, metavar="OUT", help="write a copy with the weights only (no optimizer or resume state)")
     p.add_argument(

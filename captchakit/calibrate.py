@@ -7,7 +7,7 @@ accuracy, so no threshold can be picked from it. Dividing the logits by one temp
 the softmax fixes that (the texts read do not change, only the confidence). T is fitted at the
 end of training on the validation images, those that chose the epoch and never the test ones,
 by minimising the log loss of "the whole reading is right" against the confidence. The targets
-are softened by the rule of succession (right counts 1 - 1/(n+2), wrong 1/(n+2)), so that a
+are softened as a Jeffreys prior would (right counts 1 - 0.5/(n+1), wrong 0.5/(n+1)), so that a
 small validation set that reads every image right does not push every confidence to 1. model.pkl keeps T and its figures under
 "calibration"; a file without them reads with T = 1 and says it is uncalibrated.
 """
@@ -84,9 +84,9 @@ def readings(model, data, device, batch_size: int = 256) -> tuple[torch.Tensor, 
 
 def log_loss(confidence: torch.Tensor, right: torch.Tensor) -> float:
     """Mean binary log loss of the confidences against the readings being right, the targets
-    softened by the rule of succession: right 1 - 1/(n+2), wrong 1/(n+2)."""
+    softened as by a Jeffreys prior: right 1 - 0.5/(n+1), wrong 0.5/(n+1)."""
     c = confidence.double().clamp(1e-7, 1 - 1e-7)
-    soft = 1 / (len(c) + 2)
+    soft = 0.5 / (len(c) + 1)
     y = torch.where(right, 1 - soft, soft).double()
     return float(-(y * c.log() + (1 - y) * (1 - c).log()).mean())
 

@@ -42,7 +42,7 @@ def test_a_small_set_read_all_right_does_not_push_confidence_to_one():
     logits, _ = labels_drawn_at(1.0, 20)
     fitted = calibrate.fit_temperature(logits, torch.ones(20, dtype=torch.bool), CODEC)
     assert fitted < 1.0  # sharper, as the readings say
-    # but not sure of everything: 20 right of 20 suggests about 21/22, not certainty
+    # but not sure of everything: 20 right of 20 suggests about 41/42, not certainty
     assert 0.7 < CODEC.confidences(logits, fitted).mean() < 0.99
 
 
@@ -62,7 +62,7 @@ def test_ece_coverage_and_bins_on_known_values():
 def test_training_stores_a_temperature_fitted_on_its_validation_images(tiny_model):
     stored = calibrate.Calibration.from_dict(read_checkpoint(tiny_model).get("calibration"))
     assert stored.calibrated and stored.images == 60  # tiny_model's --val-dir holds 60
-    # It reads none of the 60 right: the softened targets put the confidence near 1/62, not 0.
+    # It reads none of the 60 right: the softened targets put the confidence near 0.5/61, not 0.
     assert 0.05 <= stored.temperature <= 5.0 and stored.ece_after < 0.03
 
 
@@ -156,3 +156,20 @@ def test_export_calibrates_an_older_model_on_a_labelled_folder(tiny_model, tiny_
     assert api.load_model(new, "cpu").codec.temperature == stored.temperature
     code, _, err = cli(captcha_export.main, "--model", old, "--slim", new, "--confidence-from", tmp_path / "nowhere")
     assert code == 2 and "--confidence-from" in err and len(err.strip().splitlines()) == 1
+
+
+def test_export_recalibrates_on_the_validation_share_the_model_recorded(tiny_model, tmp_path, cli):
+    from owndata_data import draw
+
+    import captcha_export
+    import captcha_train
+
+    own, model, out_path = tmp_path / "own", tmp_path / "m.pkl", tmp_path / "again.pkl"
+    draw(own, 40, seed=6)
+    assert captcha_train.main(["--train-dir", str(own), "--model", str(model), "--epochs", "1", "--batch-size", "16"]) == 0
+    val = read_checkpoint(model)["meta"]["split"]["val"]
+    code, out, err = cli(captcha_export.main, "--model", model, "--slim", out_path, "--confidence-from", "validation")
+    assert code == 0, err
+    assert calibrate.Calibration.from_dict(read_checkpoint(out_path)["calibration"]).images == len(val) == 8
+    code, _, err = cli(captcha_export.main, "--model", tiny_model, "--slim", out_path, "--confidence-from", "validation")
+    assert code == 2 and "holds no validation share" in err

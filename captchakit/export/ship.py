@@ -19,7 +19,8 @@ from captchakit import shipped
 from captchakit.api import load_model
 from captchakit.calibrate import calibrate
 from captchakit.checkpoint import save_checkpoint
-from captchakit.data.sets import load_labelled
+from captchakit.data.folders import folder_labels
+from captchakit.data.sets import load_labelled, subset
 from captchakit.data.synth import synth_set
 from captchakit.errors import UserError
 from captchakit.evaluate import evaluate
@@ -28,6 +29,7 @@ from captchakit.export.quant import calibration_images, quantize_onnx
 from captchakit.files import atomic_path
 
 GENERATED = "generated"  # --confidence-from's value for captchas drawn in memory
+VALIDATION = "validation"  # --confidence-from's value for the validation share recorded in the model
 CONFIDENCE_SEED, CONFIDENCE_SPLIT, CONFIDENCE_COUNT = 30_000_023, "confidence", 5_000  # used for nothing else
 TRAINING_KEYS = ("epoch", "epochs", "best_accuracy", "train_images", "train_dir", "elapsed_s", "torch")
 
@@ -57,11 +59,22 @@ def fit_confidence(model, ckpt: dict, source: str) -> dict:
     captchas of the model's style drawn from a seed kept for this); the model reads with it from now on."""
     if source == GENERATED:
         data = synth_set(model.codec, CONFIDENCE_COUNT, CONFIDENCE_SEED, CONFIDENCE_SPLIT, f"<{CONFIDENCE_COUNT:,} generated captchas>")
+    elif source == VALIDATION:
+        data = validation_share(model, ckpt.get("meta", {}))
     else:
         data = load_labelled(source, model.codec, "--confidence-from")
     found = calibrate(model, data, "cpu")
     print(found.describe().replace("validation images", f"images of {data.folder}"))
     return {**ckpt, "calibration": found.to_dict()}
+
+
+def validation_share(model, meta: dict):
+    """The validation share training held out of its folder (recorded in model.pkl), with its labels file."""
+    split = meta.get("split") or {}
+    if not split.get("val"):
+        raise UserError("--confidence-from validation: the model holds no validation share (trained with --val-dir); give that folder")
+    labels = folder_labels(split["folder"], meta.get("labels"), quiet=True) if meta.get("labels") else None
+    return subset(load_labelled(split["folder"], model.codec, "--confidence-from", quiet=True, labels=labels), split["val"])
 
 
 def write_slim(model, ckpt: dict, out) -> None:
