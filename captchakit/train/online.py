@@ -29,6 +29,7 @@ from captchakit import settings as cs
 from captchakit.codec import LabelCodec
 from captchakit.data.folders import folder_labels
 from captchakit.data.images import load_as
+from captchakit.data.render import Renderer, RenderSpec
 from captchakit.data.sets import LabelledSet, load_labelled
 from captchakit.data.synth import CaptchaFactory, synth_set
 from captchakit.errors import UserError
@@ -114,8 +115,6 @@ class OnlineSet:
 
 def renderer(settings: Settings):
     """The varied style's source for these settings: their charset and label lengths, heights drawn per image."""
-    from captchakit.data.render import Renderer, RenderSpec  # fontTools and the font list, only for this style
-
     try:
         return Renderer(RenderSpec(settings.charset, settings.min_length, settings.length))
     except ValueError as err:
