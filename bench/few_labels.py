@@ -87,12 +87,20 @@ def pseudo_errors(work: Path, variant: str, links: dict[str, str]) -> dict:
     return {"kept": len(rows), "wrong": wrong}
 
 
+def variants_of(args) -> list[str]:
+    """labelled-only: the default command (fine-tuned from the general reader when the package ships one);
+    scratch: the same with --from-scratch (with --scratch); unlabelled: the default command with --unlabelled."""
+    out = [] if args.only_unlabelled else ["labelled-only"] + (["scratch"] if args.scratch else [])
+    return out + (["unlabelled"] if args.unlabelled or args.only_unlabelled else [])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="a labelled folder (labels in the file names), read in place")
     p.add_argument("--labels", type=int, nargs="+", default=[100, 300, 1000], help="labelled images per row (default: 100 300 1000)")
     p.add_argument("--unlabelled", action="store_true", help="also run each row with the rest as --unlabelled images")
     p.add_argument("--only-unlabelled", action="store_true", help="run only the --unlabelled rows")
+    p.add_argument("--scratch", action="store_true", help="also run each row with --from-scratch (no general reader)")
     p.add_argument("--seed", type=int, default=0, help="seed of the test tenth and of the labelled order (default: %(default)s)")
     p.add_argument("--out", default="bench_data/few_labels", help="work folder: links, models, logs (default: %(default)s)")
     p.add_argument("--train-args", default="", help="extra captcha_train.py flags, e.g. '--epochs 50'")
@@ -108,10 +116,10 @@ def main() -> None:
         link_folder(labelled, source, rest[:n])
         pool = work / "pool"
         links = link_folder(pool, source, rest[n:], rename=True)
-        variants = ([] if args.only_unlabelled else ["labelled-only"]) + (["unlabelled"] if args.unlabelled or args.only_unlabelled else [])
-        for variant in variants:
+        for variant in variants_of(args):
             row = {"data": source.name, "labels": n, "variant": variant, "pool": len(links) if variant == "unlabelled" else 0}
-            row.update(train_and_test(work, variant, labelled, test, pool if variant == "unlabelled" else None, args.train_args.split()))
+            extra = args.train_args.split() + (["--from-scratch"] if variant == "scratch" else [])
+            row.update(train_and_test(work, variant, labelled, test, pool if variant == "unlabelled" else None, extra))
             if variant == "unlabelled":
                 row.update(pseudo_errors(work, variant, links))
             emit(row)

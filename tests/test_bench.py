@@ -4,6 +4,7 @@ These check the output's form only; the figures come from full runs (docs/BENCHM
 """
 
 import json
+import re
 import subprocess
 import sys
 
@@ -44,3 +45,17 @@ def test_accuracy_reports_the_standard_error_and_the_errors_by_kind(tiny_model):
     # A near-untrained model misreads characters, and every misread character is counted once.
     wrong = round(n * 4 * (1 - record["char_accuracy"]))
     assert record["pair_char_errors"] + record["other_char_errors"] == wrong > 0
+
+
+def test_few_labels_reports_each_variant_and_counts_wrong_pseudo_labels(tmp_path):
+    from owndata_data import draw
+
+    draw(tmp_path / "style", 80, seed=9)  # labels in the names: the bench hides them from the pool
+    args = ["--data", tmp_path / "style", "--labels", "40", "--unlabelled", "--scratch", "--out", tmp_path / "work"]
+    rows = run_bench(ROOT / "bench/few_labels.py", *args, "--train-args", "--epochs 1 --batch-size 8 --pseudo-threshold 0")
+    assert [r["variant"] for r in rows] == ["labelled-only", "scratch", "unlabelled"]
+    assert all(r["n_test"] == 8 and r["labels"] == 40 and 0 <= r["accuracy"] <= 1 for r in rows)
+    pool = rows[2]["pool"]
+    assert pool == 80 - 8 - 40 and 0 <= rows[2]["wrong"] <= rows[2]["kept"] <= pool
+    names = [p.name for p in (tmp_path / "work" / "style" / "labels40" / "pool").iterdir() if p.suffix == ".png"]
+    assert len(names) == pool and all(re.fullmatch(r"u\d{5}\.png", n) for n in names)  # neutral names: no label to read
