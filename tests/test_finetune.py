@@ -78,3 +78,13 @@ def test_without_a_general_reader_a_small_set_starts_fresh(tmp_path, monkeypatch
     code, out, err = cli(captcha_train.main, "--train-dir", own, "--model", tmp_path / "m.pkl", *FAST)
     assert code == 0, err
     assert "fine-tuning" not in out
+
+
+def test_a_position_head_model_starts_a_variable_length_ctc_model(tiny_model, tmp_path, cli):
+    from owndata_data import SMALL
+
+    own = tmp_path / "var"
+    draw(own, 40, settings=SMALL.with_(min_length=3, length=5), seed=7)
+    code, out, err = cli(captcha_train.main, "--train-dir", own, "--init-from", tiny_model, "--model", tmp_path / "m.pkl", *FAST)
+    assert code == 0, err
+    assert read_checkpoint(tmp_path / "m.pkl")["model_config"]["head"] == "ctc" and f"from {tiny_model}" in out

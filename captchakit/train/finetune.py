@@ -50,7 +50,7 @@ def follow_source(config: TrainConfig, settings: Settings, network: ModelConfig,
     if config.model_config:
         return settings, network
     head = src.config.head if src.config.head == "ctc" else network.head
-    split = src.head.split if head == "ctc" else network.ctc_split
+    split = src.head.split if src.config.head == "ctc" else network.ctc_split  # a position head's source has no split
     return settings, replace(src.config, head=head, ctc_split=split, test_shifts=(0,))
 
 
