@@ -43,12 +43,22 @@ def build_parser() -> argparse.ArgumentParser:
     add_test_shifts_arg(p)
     add_min_confidence_arg(p)
     p.add_argument("--labels", metavar="FILE", help="CSV or TSV of filename,label lines, to count how many are right")
+    p.add_argument(
+        "--charset",
+        metavar="CHARS",
+        help="read only these characters, e.g. a site's charset with a general model that knows more (default: all the model's)",
+    )
+    p.add_argument("--ignore-case", action="store_true", help="with --charset: read letters case-blind, as capitals")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     recognizer = load_model(resolve_model(args.model), args.device, args.test_shifts)
+    if args.ignore_case and not args.charset:
+        raise UserError("--ignore-case goes with --charset CHARS (the characters to read)")
+    if args.charset:
+        restrict(recognizer, args.charset, args.ignore_case)
     labels = read_labels_file(args.labels).labels if args.labels else None
     files = collect_files(args.paths)
     if not files:
@@ -69,6 +79,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {recognizer.path}: {recognizer.calibration.describe()}; retrain to calibrate it", file=sys.stderr)
     read_all(recognizer, good, arrays, labels, args)
     return 0
+
+
+def restrict(recognizer, charset: str, ignore_case: bool) -> None:
+    try:
+        unknown = recognizer.restrict(charset, ignore_case)
+    except ValueError as err:
+        raise UserError(f"--charset {charset!r}: {err}") from None
+    if unknown == recognizer.codec.charset:
+        raise UserError(f"--charset {charset!r}: the model has learned none of these characters; give the ones it reads")
+    if unknown:
+        print(f"note: the model never learned {unknown!r}: they are never read", file=sys.stderr)
 
 
 def read_all(recognizer, files: list, arrays: list, labels: dict | None, args) -> None:

@@ -159,3 +159,40 @@ def alignment(a: str, b: str) -> list[tuple[int | None, int | None]]:
 def edit_distance(a: str, b: str) -> int:
     """Characters dropped, added or changed to turn `a` into `b` (Levenshtein)."""
     return sum(1 for i, j in alignment(a, b) if i is None or j is None or a[i] != b[j])
+
+
+class RestrictedCodec(LabelCodec):
+    """Reads a model's outputs as texts of another, smaller charset (zero-shot reading of a site
+    with a general reader): each class of `charset` takes the probability of the model's class for
+    the same character (for both of its cases when `ignore_case`), the model's other characters are
+    never read, and the probabilities are renormalised over what is left. Only reads: the model's
+    own codec still encodes its training targets."""
+
+    def __init__(self, base: LabelCodec, charset: str, ignore_case: bool = False):
+        import torch  # here, as in encode_batch: the codec itself loads without torch
+
+        chars = "".join(dict.fromkeys(charset.upper() if ignore_case else charset))
+        super().__init__(base.settings.with_(charset=chars, ignore_case=ignore_case), ctc=base.ctc, temperature=base.temperature)
+        self.base = base
+        self.merge = torch.zeros(base.num_classes, self.num_classes)  # (K_model, K_read): which model classes feed each
+        for k, c in enumerate(self.charset):
+            for variant in {c, c.lower()} if ignore_case else {c}:
+                if variant in base._index:
+                    self.merge[base._index[variant], k] = 1.0
+        if self.pad is not None and base.pad is not None:
+            self.merge[base.pad, self.pad] = 1.0
+        self.unknown = "".join(c for k, c in enumerate(self.charset) if not self.merge[:, k].any())
+
+    def probabilities(self, logits, temperature: float | None = None):
+        """(N, length or T, K_read): the model's softmax per position or column, merged and renormalised."""
+        t = self.temperature if temperature is None else temperature
+        rows = logits.detach().float().reshape(logits.shape[0], -1, self.base.num_classes)
+        merged = (rows / t).softmax(-1) @ self.merge
+        return merged / merged.sum(-1, keepdim=True).clamp_min(1e-12)
+
+    def texts(self, logits) -> list[str]:
+        idx = self.probabilities(logits).argmax(-1).tolist()
+        return [self.collapse(path) if self.ctc else self.decode_indices(path) for path in idx]
+
+    def confidences(self, logits, temperature: float | None = None):
+        return self.probabilities(logits, temperature).amax(-1).prod(-1)

@@ -26,6 +26,7 @@ from torch import nn
 from torch.fx.experimental.optimization import fuse
 
 from captchakit.calibrate import Calibration
+from captchakit.codec import RestrictedCodec
 from captchakit.data.images import load_as, to_tensor
 
 
@@ -53,6 +54,12 @@ class Recognizer:
         self.codec = model.codec  # its temperature came from the checkpoint (captchakit.calibrate)
         self.calibration = Calibration.from_dict(checkpoint.get("calibration"))
         self.fast = inference_module(model)  # BatchNorm folded, channels_last: the same function, faster
+
+    def restrict(self, charset: str, ignore_case: bool = False) -> str:
+        """Read only the characters of `charset` from now on (case-blind: either case counts as the
+        capital); returns those of them the model has never learned (never read), '' when none."""
+        self.codec = RestrictedCodec(getattr(self.codec, "base", self.codec), charset, ignore_case)
+        return self.codec.unknown
 
     def prepare(self, image) -> np.ndarray:
         """Any supported image -> (H, W) uint8 (H, W, 3 for a colour model) at the model's size and mode; raises ImageError."""

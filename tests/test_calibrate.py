@@ -173,3 +173,17 @@ def test_export_recalibrates_on_the_validation_share_the_model_recorded(tiny_mod
     assert calibrate.Calibration.from_dict(read_checkpoint(out_path)["calibration"]).images == len(val) == 8
     code, _, err = cli(captcha_export.main, "--model", tiny_model, "--slim", out_path, "--confidence-from", "validation")
     assert code == 2 and "holds no validation share" in err
+
+
+def test_predict_reads_only_the_charset_it_is_told(tiny_model, tiny_data, cli):
+    images = sorted((tiny_data / "predict").glob("*.png"))[:6]
+    code, out, err = cli(captcha_predict.main, *images, "--model", tiny_model, "--charset", "0123A")
+    assert code == 0, err
+    texts = [line.split("\t")[1] for line in out.splitlines()]
+    assert len(texts) == 6 and all(len(t) == 4 and set(t) <= set("0123A") for t in texts)
+    code, out, err = cli(captcha_predict.main, *images, "--model", tiny_model, "--charset", "0a", "--ignore-case")
+    assert code == 0 and all(set(line.split("\t")[1]) <= {"0", "A"} for line in out.splitlines())
+    code, _, err = cli(captcha_predict.main, *images, "--model", tiny_model, "--charset", "xyz")
+    assert code == 2 and "has learned none of these characters" in err
+    code, _, err = cli(captcha_predict.main, *images, "--model", tiny_model, "--ignore-case")
+    assert code == 2 and "--ignore-case goes with --charset" in err

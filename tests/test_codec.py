@@ -78,3 +78,23 @@ def test_ignore_case_reads_lower_case_labels_as_upper_case():
     codec = LabelCodec(Settings(ignore_case=True))
     assert codec.problem("ab12") is None
     assert codec.encode("ab12") == FIXED.encode("AB12")
+
+
+def test_a_restricted_codec_reads_only_its_charset_and_merges_the_cases():
+    import torch
+
+    from captchakit.codec import RestrictedCodec
+
+    base = LabelCodec(Settings(charset="0123abcABC", length=2))
+    logits = torch.full((1, 2, 10), -9.0)
+    logits[0, 0, 9] = 3.0  # 'C' is the model's best at position 1...
+    logits[0, 0, 1], logits[0, 0, 6] = 2.0, 1.9  # ...but '1' is, once 'C' may not be read; 'c' close behind
+    logits[0, 1, 5], logits[0, 1, 8] = 2.0, 1.5  # position 2: 'b' and 'B', which case-blind reading adds up
+    assert base.texts(logits) == ["Cb"]
+    only = RestrictedCodec(base, "12b")
+    assert only.texts(logits) == ["1b"]
+    blind = RestrictedCodec(base, "1bc", ignore_case=True)
+    assert blind.charset == "1BC" and blind.texts(logits) == ["CB"]  # 'C' + 'c' outweigh '1'
+    probs = blind.probabilities(logits)
+    assert torch.allclose(probs.sum(-1), torch.ones(1, 2)) and blind.confidences(logits).item() <= 1.0
+    assert RestrictedCodec(base, "1z").unknown == "z"
