@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cdp_browser import ensure_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -49,4 +50,13 @@ def tiny_model(tiny_data, tmp_path_factory) -> Path:
             "--epochs", "2", "--batch-size", "32", "--model", str(path),
         ]
     )  # fmt: skip
+    return path
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """Debian's chromium for the page tests (tests/cdp_browser.py), or a skip that says why not."""
+    path, why_not = ensure_chromium()  # installs Debian's package when missing (CI runs as root)
+    if path is None:
+        pytest.skip(why_not)
     return path

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from cdp_browser import Browser, ensure_chromium
+from cdp_browser import Browser
 from fastapi.testclient import TestClient
 from PIL import Image
 from script_runner import start_listening
@@ -290,14 +290,6 @@ def test_command_line_mistakes_are_one_line(cli, captchas, tmp_path):
 def start_labeller(*args) -> tuple[subprocess.Popen, str]:
     """Run captcha_label.py on 127.0.0.1 with a free port; (process, base URL) once it listens."""
     return start_listening("captcha_label.py", "--no-browser", "--port", "0", "--device", "cpu", *args, timeout=120)
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    path, why_not = ensure_chromium()  # installs Debian's package when missing (CI runs as root)
-    if path is None:
-        pytest.skip(why_not)
-    return path
 
 
 NAME = "document.getElementById('name').textContent"  # the file name of the image on show, and what is saved for it

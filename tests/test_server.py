@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import httpx2
 import pytest
-from cdp_browser import Browser, ensure_chromium
+from cdp_browser import Browser
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from script_runner import start_listening
@@ -375,14 +375,6 @@ def test_command_line_errors_are_one_line(cli, tiny_model, tmp_path):
 
 
 # --- a person's view: the page in headless chromium ---------------------------------------
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    path, why_not = ensure_chromium()  # installs Debian's package when missing (CI runs as root)
-    if path is None:
-        pytest.skip(why_not)
-    return path
 
 
 @pytest.mark.slow
