@@ -54,10 +54,11 @@ def follow_source(config: TrainConfig, settings: Settings, network: ModelConfig,
     return settings, replace(src.config, head=head, ctc_split=split, test_shifts=(0,))
 
 
-def init_from(path: str, model: CaptchaCNN) -> None:
+def init_from(path: str, model: CaptchaCNN, ckpt: dict | None = None) -> None:
     """Copy what fits of the model at `path` into `model`: its convolution layers must fit; the head
-    and its classifier's rows for the shared characters are taken where their shapes allow."""
-    ckpt = read_checkpoint(path, flag="--init-from")
+    and its classifier's rows for the shared characters are taken where their shapes allow. `ckpt`: the
+    file already read (new_model reads it once for follow_source too)."""
+    ckpt = ckpt if ckpt is not None else read_checkpoint(path, flag="--init-from")
     own = model.state_dict()
     state = {k: grey_to_colour(v, own[k].shape) if k in own else v for k, v in ckpt["state_dict"].items()}
     wanted = [k for k in own if k.startswith("features.")]

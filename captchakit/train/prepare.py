@@ -143,14 +143,15 @@ def new_model(config: TrainConfig) -> CaptchaCNN:
     network = sequence_head(config, network, settings)
     source = finetune.source_model(config, lambda: labelled_count(config))
     if source:
-        settings, network = finetune.follow_source(config, settings, network, read_checkpoint(source, "--init-from"), network.stem)
+        source_ckpt = read_checkpoint(source, "--init-from")  # read once: follow_source and init_from both use it
+        settings, network = finetune.follow_source(config, settings, network, source_ckpt, network.stem)
     torch.manual_seed(config.seed)
     try:
         model = CaptchaCNN(settings, network)
     except (ValueError, TypeError, RuntimeError) as err:  # a --model-config that builds no network
         raise UserError(f"--model-config {config.model_config}: {err}; see ModelConfig in captcha_cnn_model.py") from None
     if source:
-        finetune.init_from(source, model)
+        finetune.init_from(source, model, source_ckpt)
     return model
 
 
