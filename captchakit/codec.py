@@ -87,17 +87,24 @@ class LabelCodec:
         return targets, (targets != self.pad).sum(1) if self.pad is not None else targets.new_full(targets.shape[:1], self.length)
 
     def decode(self, logits):
-        """Logits (N, length*num_classes), or a CTC head's (N, T, num_classes) -> list of (text, confidence)."""
-        texts = self.texts(logits)
-        return list(zip(texts, self.confidences(logits).tolist(), strict=True))
+        """Logits (N, length*num_classes), or a CTC head's (N, T, num_classes) -> list of (text, confidence).
+        One softmax gives both: the best class of each position (or column) and its probability."""
+        best, idx = self.probabilities(logits).max(-1)  # (N, length or T) each
+        return list(zip(self.spell(idx), best.prod(-1).tolist(), strict=True))
 
     def texts(self, logits) -> list[str]:
         """The texts read: the best class of each position (CTC: of each column, then collapsed)."""
-        if self.ctc:
-            paths = logits.detach().reshape(logits.shape[0], -1, self.num_classes).argmax(-1)  # (N, T)
-            return [self.collapse(path) for path in paths.tolist()]
-        idx = logits.detach().reshape(-1, self.length, self.num_classes).argmax(-1)  # (N, length)
-        return [self.decode_indices(row) for row in idx.tolist()]
+        return self.spell(logits.detach().reshape(logits.shape[0], -1, self.num_classes).argmax(-1))
+
+    def spell(self, idx) -> list[str]:
+        """(N, length) class indices -> texts; a CTC model's (N, T) column paths are collapsed."""
+        return [self.collapse(row) if self.ctc else self.decode_indices(row) for row in idx.tolist()]
+
+    def probabilities(self, logits, temperature: float | None = None):
+        """(N, length or T, num_classes): the softmax of each position (or column) of the logits
+        divided by the temperature."""
+        t = self.temperature if temperature is None else temperature
+        return (logits.detach().float().reshape(logits.shape[0], -1, self.num_classes) / t).softmax(-1)
 
     def confidences(self, logits, temperature: float | None = None):
         """(N,) float tensor: the product of the winning probabilities of the positions (CTC: of the
@@ -107,10 +114,7 @@ class LabelCodec:
         independent: label smoothing and that product leave it well under the accuracy. With the
         temperature fitted on validation images (captchakit.calibrate) it estimates the
         probability that the reading is right."""
-        t = self.temperature if temperature is None else temperature
-        k = self.num_classes
-        rows = logits.detach().float().reshape(logits.shape[0], -1, k)  # (N, length or T, k)
-        return (rows / t).softmax(-1).amax(-1).prod(-1)
+        return self.probabilities(logits, temperature).amax(-1).prod(-1)
 
     def collapse(self, path: list[int]) -> str:
         """A CTC path of class indices -> text: repeats merged, then blanks dropped ('aa-a' -> 'aa')."""
@@ -185,14 +189,8 @@ class RestrictedCodec(LabelCodec):
 
     def probabilities(self, logits, temperature: float | None = None):
         """(N, length or T, K_read): the model's softmax per position or column, merged and renormalised."""
-        t = self.temperature if temperature is None else temperature
-        rows = logits.detach().float().reshape(logits.shape[0], -1, self.base.num_classes)
-        merged = (rows / t).softmax(-1) @ self.merge
+        merged = self.base.probabilities(logits, self.temperature if temperature is None else temperature) @ self.merge
         return merged / merged.sum(-1, keepdim=True).clamp_min(1e-12)
 
     def texts(self, logits) -> list[str]:
-        idx = self.probabilities(logits).argmax(-1).tolist()
-        return [self.collapse(path) if self.ctc else self.decode_indices(path) for path in idx]
-
-    def confidences(self, logits, temperature: float | None = None):
-        return self.probabilities(logits, temperature).amax(-1).prod(-1)
+        return self.spell(self.probabilities(logits).argmax(-1))
