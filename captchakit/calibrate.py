@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from captchakit.data.images import to_tensor
+from captchakit.evaluate import model_outputs
 
 ECE_BINS = 10  # equal-width bins of confidence over [0, 1]
 THRESHOLDS = (0.5, 0.8, 0.9, 0.95, 0.99)  # captcha_test.py's coverage table
@@ -71,12 +71,9 @@ def apply(model, data: dict | None) -> Calibration:
 def readings(model, data, device, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """The model's outputs on every image of `data` ((N, ...) float, CPU) and whether each whole
     reading is right ((N,) bool), in the reading mode the model is set to (--test-shifts too)."""
-    model.eval()
     codec, outputs, right = model.codec, [], []
-    for start in range(0, len(data), batch_size):
-        positions = np.arange(start, min(start + batch_size, len(data)))
-        out = model(to_tensor(data.batch(positions)).to(device)).float().cpu()
-        truth = data.labels[start : start + len(positions)]
+    for start, _, out in model_outputs(model, data, device, batch_size):
+        truth = data.labels[start : start + len(out)]
         right += [codec.normalize(t) == text for t, text in zip(truth, codec.texts(out), strict=True)]
         outputs.append(out)
     return torch.cat(outputs), torch.tensor(right, dtype=torch.bool)

@@ -7,6 +7,7 @@ epoch and captcha_export.py --ship all call it, and captchakit.report analyses w
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,24 +41,30 @@ class EvalResult:
         return f"{name}: {self.n:,} captchas, {self.accuracy:.2%} exact, {self.char_accuracy:.2%} of characters"
 
 
+def model_outputs(model, data: LabelledSet, device, batch_size: int = 256) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """(first position, input batch (B, C, H, W) on `device`, outputs (B, ...) float on the CPU) for each
+    batch of `data`, the model in eval mode; callers iterate under torch.inference_mode()."""
+    model.eval()
+    for start in range(0, len(data), batch_size):
+        x = to_tensor(data.batch(np.arange(start, min(start + batch_size, len(data))))).to(device)
+        yield start, x, model(x).float().cpu()
+
+
 @torch.inference_mode()
 def evaluate(model, data: LabelledSet, device, batch_size: int = 256, keep_predictions: bool = False) -> EvalResult:
     """Run `model` on `device` over every image of `data` in eval mode; exact and per-character accuracy."""
-    model.eval()
     codec = model.codec
     targets = torch.from_numpy(data.targets(codec))  # (N, length)
     length = codec.length
     loss_sum, exact, chars, char_total = 0.0, 0, 0, 0
     per_position = torch.zeros(length)
     predictions, guesses = [], []
-    for start in range(0, len(data), batch_size):
-        positions = np.arange(start, min(start + batch_size, len(data)))
-        logits = model(to_tensor(data.batch(positions)).to(device)).float().cpu()  # (B, length*k); CTC: (B, T, k)
-        t = targets[start : start + len(positions)]
+    for start, _, logits in model_outputs(model, data, device, batch_size):  # logits (B, length*k); CTC: (B, T, k)
+        t = targets[start : start + len(logits)]
         loss_sum += model.loss(logits, t, reduction="sum").item()
         decoded = codec.decode(logits) if codec.ctc or keep_predictions else []
         if codec.ctc:
-            guess, hits, right_chars, counted = score_texts(codec, t, data.labels[start : start + len(positions)], decoded)
+            guess, hits, right_chars, counted = score_texts(codec, t, data.labels[start : start + len(logits)], decoded)
         else:
             guess, hits, right_chars, counted = score_positions(codec, logits, t)
         exact, chars, char_total = exact + hits, chars + right_chars, char_total + counted

@@ -27,9 +27,10 @@ import torch
 from captchakit.checkpoint import load_checkpoint, read_checkpoint, write_checkpoint
 from captchakit.data.cache import pack_folder
 from captchakit.data.folders import absolute
-from captchakit.data.images import check_folder, to_tensor
+from captchakit.data.images import check_folder
 from captchakit.data.sets import LabelledSet, in_memory
 from captchakit.errors import UserError
+from captchakit.evaluate import model_outputs
 from captchakit.files import atomic_path
 from captchakit.model import shift_columns
 from captchakit.train.config import TrainConfig
@@ -62,11 +63,8 @@ def unlabelled_set(config: TrainConfig, settings, known: set[str]) -> LabelledSe
 def read_surely(model, data: LabelledSet, device, threshold: float, batch_size: int = 256) -> list[tuple[int, str, float]]:
     """(position in `data`, reading, confidence) of the images read at `threshold` or above and read
     the same when moved PROBE_SHIFT pixels either way; only those candidates get the two extra passes."""
-    model.eval()
     codec, kept = model.codec, []
-    for start in range(0, len(data), batch_size):
-        x = to_tensor(data.batch(np.arange(start, min(start + batch_size, len(data))))).to(device)  # (B, C, H, W)
-        out = model(x).float().cpu()
+    for start, x, out in model_outputs(model, data, device, batch_size):  # x (B, C, H, W)
         conf = codec.confidences(out).tolist()
         texts = codec.texts(out)
         sure = [i for i, (t, c) in enumerate(zip(texts, conf, strict=True)) if c >= threshold and codec.problem(t) is None]
