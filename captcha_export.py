@@ -6,6 +6,8 @@
     python captcha_export.py --model old.pkl --slim new.pkl --confidence-from mine/   # calibrate an older model
     python captcha_export.py --model model.pkl --ship captchakit/models/default.pkl \\
         --command "python captcha_train.py ..." --test-dir dataset/test  # float16 weights, + captchakit/models/default.json
+    python captcha_export.py --model general.pkl --ship-general captchakit/models/general.pkl \
+        --command "python captcha_train.py --online --online-style varied ..." --test-dir varied_test  # the general reader
 
 Every file is written atomically: a failed export leaves the old file as it was.
 """
@@ -61,25 +63,38 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="OUT",
         help="write the shipped default model: a weights-only copy in float16 (half the size) plus OUT's .json",
     )
-    p.add_argument("--command", default=None, help="with --ship: the exact command that trained --model, recorded in the .json")
-    p.add_argument("--data-note", default=None, help="with --ship: the data it was trained on (default: from the model's metadata)")
-    p.add_argument("--test-dir", default=cs.TEST_DATASET_PATH, help="with --ship: labelled folder it is tested on (default: %(default)s)")
+    p.add_argument(
+        "--ship-general",
+        default=None,
+        metavar="OUT",
+        help="write the shipped general reader (captchakit/models/general.pkl, which small data sets fine-tune from) "
+        "like --ship; its .json's check draws captchas of the varied style",
+    )
+    p.add_argument("--command", default=None, help="with --ship(-general): the exact command that trained --model, recorded in the .json")
+    p.add_argument(
+        "--data-note", default=None, help="with --ship(-general): the data it was trained on (default: from the model's metadata)"
+    )
+    p.add_argument(
+        "--test-dir", default=cs.TEST_DATASET_PATH, help="with --ship(-general): labelled folder it is tested on (default: %(default)s)"
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if not (args.onnx or args.slim or args.ship):
-        raise UserError("nothing to do: give --onnx OUT, --slim OUT or --ship OUT")
+    if not (args.onnx or args.slim or args.ship or args.ship_general):
+        raise UserError("nothing to do: give --onnx OUT, --slim OUT, --ship OUT or --ship-general OUT")
+    if args.ship and args.ship_general:
+        raise UserError("--ship and --ship-general: one shipped model at a time; give one of them")
     if (args.int8 or args.calibration) and not args.onnx:
         raise UserError("--int8 and --calibration quantize an ONNX export: add --onnx OUT")
     if args.calibration and not Path(args.calibration).is_dir():
         raise UserError(f"--calibration {args.calibration}: not a folder; give a folder of captcha images")
     if not 9 <= args.opset <= 20:
         raise UserError(f"--opset {args.opset}: the exporter writes opsets 9 to 20; use {OPSET} unless a runtime needs another")
-    for flag in ("onnx", "slim", "ship"):  # every output folder takes files, before any export work
+    for flag in ("onnx", "slim", "ship", "ship_general"):  # every output folder takes files, before any export work
         if getattr(args, flag):
-            check_writable_dir(Path(getattr(args, flag)).parent, f"--{flag}")
+            check_writable_dir(Path(getattr(args, flag)).parent, f"--{flag.replace('_', '-')}")
     model, ckpt = load_checkpoint(captcha_default.resolve_model(args.model), "cpu")
     if args.confidence_from:
         ckpt = fit_confidence(model, ckpt, args.confidence_from)
@@ -89,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         write_onnx(model, ckpt, args.onnx, args.opset)
     if args.slim:
         write_slim(model, ckpt, args.slim)
-    if args.ship:
-        ship(model, ckpt, args)
+    if args.ship or args.ship_general:
+        ship(model, ckpt, args, general=bool(args.ship_general))
     return 0
 
 

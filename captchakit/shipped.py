@@ -8,6 +8,10 @@ again (tests/test_default_model.py). Both files are written by
     python captcha_export.py --model model.pkl --ship captchakit/models/default.pkl --command "..." --data-note "..."
 
 captcha_predict.py and captcha_test.py fall back to it when no model.pkl exists, and say so.
+
+models/general.pkl is the general reader (1-10 characters of 0-9A-Za-z, trained on the varied style)
+that small data sets fine-tune from; general.json beside it is its card, written alike by
+`captcha_export.py --ship-general`, and its check draws varied captchas instead.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import sys
 from pathlib import Path
 
 from captchakit import settings as cs
+from captchakit.data.render import Renderer, RenderSpec
 from captchakit.data.synth import draw
 
 ROOT = Path(__file__).resolve().parent
@@ -23,12 +28,14 @@ DEFAULT_MODEL = ROOT / "models" / "default.pkl"
 DEFAULT_INFO = DEFAULT_MODEL.with_suffix(".json")
 # The general reader that small data sets fine-tune from (captchakit.train.finetune), once one is shipped.
 GENERAL_MODEL = ROOT / "models" / "general.pkl"
+GENERAL_INFO = GENERAL_MODEL.with_suffix(".json")
 
 # The generated check: captchas drawn in memory from these seeds, never written to disk.
 # The split name keeps them apart from every split captcha_gen.py writes with the same seed.
 CHECK_SEED = 20_240_605
 CHECK_COUNT = 500
 CHECK_SPLIT = "default-check"
+GENERAL_CHECK_SPLIT = "general-check"  # the general reader's check: varied captchas of its charset and lengths
 CHECK_BATCH = 256  # images per predict_arrays call
 
 
@@ -49,9 +56,15 @@ def resolve_model(path):
     return default
 
 
-def generated_check(recognizer, count: int, seed: int) -> float:
-    """Whole-captcha accuracy of `recognizer` (captcha_predict's API) on `count` seeded captchas of CHECK_SPLIT."""
-    images, labels = draw(recognizer.settings, count, seed, CHECK_SPLIT)
+def generated_check(recognizer, count: int, seed: int, style: str = "captcha") -> float:
+    """Whole-captcha accuracy of `recognizer` (captcha_predict's API) on `count` seeded captchas: of the
+    captcha library's style (CHECK_SPLIT), or with style "varied" of the varied style (GENERAL_CHECK_SPLIT)."""
+    s = recognizer.settings
+    if style == "varied":
+        factory = Renderer(RenderSpec(s.charset, s.min_length, s.length))
+        images, labels = draw(s, count, seed, GENERAL_CHECK_SPLIT, factory)
+    else:
+        images, labels = draw(s, count, seed, CHECK_SPLIT)
     right = 0
     for start in range(0, count, CHECK_BATCH):
         preds = recognizer.predict_arrays(images[start : start + CHECK_BATCH])

@@ -1,6 +1,6 @@
 """What captcha_export.py writes: an ONNX file (float or int8), a weights-only copy, the shipped default.
 
-The shipped default model is a float16 weights-only copy plus a .json beside it that records
+The shipped default model (and the general reader, --ship-general) is a float16 weights-only copy plus a .json beside it that records
 the training command, the data, and the accuracy measured on the test folder and on a seeded
 draw of generated captchas (shipped.generated_check), which CI measures again. Every file is
 written atomically: a failed export leaves the old file as it was.
@@ -86,38 +86,49 @@ def sha256(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def ship(model, ckpt: dict, args) -> None:
-    """The default model: weights-only copy + a .json with its command, data and measured accuracy."""
+def ship(model, ckpt: dict, args, general: bool = False) -> None:
+    """The default model (or with `general` the general reader): weights-only copy + a .json with its
+    command, data and measured accuracy."""
+    flag = "--ship-general" if general else "--ship"
     if not args.command:
-        raise UserError('--ship: say how the model was trained with --command "python captcha_train.py ..."')
-    if model.settings != cs.DEFAULT:
-        raise UserError(f"--ship: the default model must read the default captchas; --model reads {model.settings.describe()}")
+        raise UserError(f'{flag}: say how the model was trained with --command "python captcha_train.py ..."')
+    if general and model.config.head != "ctc":
+        raise UserError(f"{flag}: the general reader reads text of any length with a CTC head; --model has a {model.config.head} head")
+    if not general and model.settings != cs.DEFAULT:
+        raise UserError(f"{flag}: the default model must read the default captchas; --model reads {model.settings.describe()}")
     test = load_labelled(args.test_dir, model.codec, "--test-dir")
-    out, info = Path(args.ship), Path(args.ship).with_suffix(".json")
-    meta = ckpt.get("meta", {})
+    out = Path(args.ship_general if general else args.ship)
     with atomic_path(out, ".pkl") as tmp:  # both files or neither: the .pkl moves in after the .json
         # float16 on disk, half the bytes; loaded back as float32
+        meta = ckpt.get("meta", {})
         save_checkpoint(tmp, model, meta, half=True, train_config=ckpt.get("train_config"), calibration=ckpt.get("calibration"))
-        recognizer = load_model(tmp, "cpu")  # measured as shipped: the float16 weights-only file, on the CPU
-        result = evaluate(recognizer.model, test, recognizer.device)
-        count, seed = shipped.CHECK_COUNT, shipped.CHECK_SEED
-        check = shipped.generated_check(recognizer, count, seed)
-        record = {
-            "model": out.name,
-            "bytes": Path(tmp).stat().st_size,
-            "sha256": sha256(tmp),
-            "stored_as": "float16 (loaded as float32)",
-            "command": args.command,
-            "data": args.data_note or f"{meta.get('train_images', '?')} images from {meta.get('train_dir', '?')}",
-            "training": {k: meta[k] for k in TRAINING_KEYS if k in meta},
-            "settings": model.settings.to_dict(),
-            "model_config": model.config.to_dict(),
-            "test": {"data": str(args.test_dir), "n": result.n, "accuracy": result.accuracy, "char_accuracy": result.char_accuracy},
-            "generated_check": {"seed": seed, "count": count, "split": shipped.CHECK_SPLIT, "accuracy": check},
-            "calibration": ckpt.get("calibration"),
-            "created": datetime.date.today().isoformat(),
-        }
-        with atomic_path(info, ".json") as tmp_info:
+        record, summary = measure(tmp, test, args, "varied" if general else "captcha", meta)
+        record["calibration"] = ckpt.get("calibration")
+        with atomic_path(out.with_suffix(".json"), ".json") as tmp_info:
             Path(tmp_info).write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {out} ({record['bytes'] / 1e6:.2f} MB, float16 weights only) and {info}")
-    print(f"{result.summary()}; generated check {check:.2%} on {count} captchas")
+    print(f"wrote {out} ({record['bytes'] / 1e6:.2f} MB, float16 weights only) and {out.with_suffix('.json')}")
+    print(summary)
+
+
+def measure(path, test, args, style: str, meta: dict) -> tuple[dict, str]:
+    """The card of the model file at `path`, measured as shipped (float16 weights-only, on the CPU), and a summary line."""
+    recognizer = load_model(path, "cpu")
+    result = evaluate(recognizer.model, test, recognizer.device)
+    count, seed = shipped.CHECK_COUNT, shipped.CHECK_SEED
+    check = shipped.generated_check(recognizer, count, seed, style)
+    split = shipped.GENERAL_CHECK_SPLIT if style == "varied" else shipped.CHECK_SPLIT
+    record = {
+        "model": Path(args.ship_general or args.ship).name,
+        "bytes": Path(path).stat().st_size,
+        "sha256": sha256(path),
+        "stored_as": "float16 (loaded as float32)",
+        "command": args.command,
+        "data": args.data_note or f"{meta.get('train_images', '?')} images from {meta.get('train_dir', '?')}",
+        "training": {k: meta[k] for k in TRAINING_KEYS if k in meta},
+        "settings": recognizer.settings.to_dict(),
+        "model_config": recognizer.model.config.to_dict(),
+        "test": {"data": str(args.test_dir), "n": result.n, "accuracy": result.accuracy, "char_accuracy": result.char_accuracy},
+        "generated_check": {"seed": seed, "count": count, "split": split, "style": style, "accuracy": check},
+        "created": datetime.date.today().isoformat(),
+    }
+    return record, f"{result.summary()}; generated check {check:.2%} on {count} captchas"
