@@ -17,7 +17,7 @@ import argparse
 
 from captchakit.cli import add_settings_args, non_negative_int, positive_float, positive_int, probability
 from captchakit.errors import run_cli
-from captchakit.train.config import EPOCHS, SMALL_DATA, TrainConfig
+from captchakit.train.config import EPOCHS, FINETUNE_LR, LR, SMALL_DATA, TrainConfig
 from captchakit.train.engine import PRECISIONS
 from captchakit.train.online import VAL_SEED
 from captchakit.train.resume import given_flags
@@ -136,7 +136,12 @@ def add_recipe_args(g) -> None:
         help=f"passes over the training set (default: {EPOCHS}; more below {SMALL_DATA:,} images)",
     )
     g.add_argument("--batch-size", type=positive_int, default=D.batch_size, help="images per step (default: %(default)s)")
-    g.add_argument("--lr", type=positive_float, default=D.lr, help="peak learning rate of the one-cycle schedule (default: %(default)s)")
+    g.add_argument(
+        "--lr",
+        type=positive_float,
+        default=D.lr,
+        help=f"peak learning rate of the one-cycle schedule (default: {LR:g}; {FINETUNE_LR:g} when a small data set fine-tunes)",
+    )
     g.add_argument("--weight-decay", type=float, default=D.weight_decay, help="AdamW weight decay (default: %(default)s)")
     g.add_argument("--label-smoothing", type=float, default=D.label_smoothing, help="cross-entropy label smoothing (default: %(default)s)")
     g.add_argument("--seed", type=int, default=D.seed, help="seed for weights, batch order and augmentation (default: %(default)s)")

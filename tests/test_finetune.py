@@ -3,17 +3,24 @@ general reader as the default start of small data sets."""
 
 from __future__ import annotations
 
+import json
+import math
+
 import pytest
 import torch
 from owndata_data import draw
 
+import captcha_export
 import captcha_gen
 import captcha_train
+from captchakit import shipped
+from captchakit.api import load_model
 from captchakit.checkpoint import read_checkpoint
 from captchakit.codec import LabelCodec
 from captchakit.model import CaptchaCNN, ModelConfig
 from captchakit.settings import Settings
 from captchakit.train import finetune
+from captchakit.train.config import FINETUNE_IMAGES, FINETUNE_LR, LR, MAX_SMALL_EPOCHS, TrainConfig, make_plan
 
 FAST = ["--epochs", "1", "--batch-size", "16", "--threads", "2"]
 
@@ -66,9 +73,23 @@ def test_a_small_set_fine_tunes_the_general_reader_by_default(general, tmp_path,
     ckpt, src = read_checkpoint(tmp_path / "m.pkl"), read_checkpoint(general)
     assert ckpt["model_config"]["head"] == "ctc" and ckpt["settings"]["height"] == src["settings"]["height"] == 32
     assert ckpt["settings"]["keep_aspect"] and ckpt["settings"]["charset"] == "123ABC"
+    # The fine-tuning recipe: a third of the learning rate, recorded with the model it started from.
+    assert "fine-tuning: peak learning rate 0.001 (--lr to choose)" in out and ckpt["meta"]["fine_tuned_from"] == str(general)
+    assert (
+        ckpt["train_config"]["lr"] is None and float(read_checkpoint(tmp_path / "m_run" / "last.pkl")["train_state"]["plan"]["lr"]) == 1e-3
+    )
     code, out, err = cli(captcha_train.main, "--train-dir", own, "--model", tmp_path / "s.pkl", "--from-scratch", *FAST)
-    assert code == 0 and "fine-tuning" not in out
+    assert code == 0 and "fine-tuning" not in out and "fine_tuned_from" not in read_checkpoint(tmp_path / "s.pkl")["meta"]
     assert read_checkpoint(tmp_path / "s.pkl")["model_config"]["head"] == "attention"
+
+
+def test_fine_tuning_plans_fewer_images_and_a_lower_rate_for_small_sets_only():
+    scratch, tuned = make_plan(TrainConfig(), 270), make_plan(TrainConfig(), 270, tuned=True)
+    assert (scratch.epochs, scratch.lr) == (MAX_SMALL_EPOCHS, LR)
+    assert tuned.epochs == math.ceil(FINETUNE_IMAGES / 270) < scratch.epochs and tuned.lr == FINETUNE_LR
+    assert make_plan(TrainConfig(lr=0.01), 270, tuned=True).lr == 0.01  # --lr wins
+    big = make_plan(TrainConfig(), 50_000, tuned=True)  # a large set trains as from scratch
+    assert (big.epochs, big.lr) == (make_plan(TrainConfig(), 50_000).epochs, LR)
 
 
 def test_without_a_general_reader_a_small_set_starts_fresh(tmp_path, monkeypatch, cli):
@@ -88,3 +109,23 @@ def test_a_position_head_model_starts_a_variable_length_ctc_model(tiny_model, tm
     code, out, err = cli(captcha_train.main, "--train-dir", own, "--init-from", tiny_model, "--model", tmp_path / "m.pkl", *FAST)
     assert code == 0, err
     assert read_checkpoint(tmp_path / "m.pkl")["model_config"]["head"] == "ctc" and f"from {tiny_model}" in out
+
+
+def test_ship_general_writes_the_reader_and_a_card_whose_check_draws_varied_captchas(general, tiny_model, tmp_path, monkeypatch, cli):
+    monkeypatch.setattr(shipped, "CHECK_COUNT", 24)
+    out = tmp_path / "models" / "general.pkl"
+    test_dir = general.parent / "test"
+    args = ["--model", general, "--ship-general", out, "--command", "python captcha_train.py --online", "--test-dir", test_dir]
+    code, stdout, _ = cli(captcha_export.main, *args)
+    assert code == 0 and "float16 weights only" in stdout
+    info = json.loads(out.with_suffix(".json").read_text())
+    check = info["generated_check"]
+    assert info["model"] == "general.pkl" and info["test"]["n"] == 30 and check["style"] == "varied"
+    assert check["split"] == shipped.GENERAL_CHECK_SPLIT and check["count"] == 24
+    assert shipped.generated_check(load_model(out, "cpu"), 24, check["seed"], "varied") == check["accuracy"]
+    # A position-head model is not a general reader, and nothing is written for it.
+    bad = tmp_path / "bad" / "general.pkl"
+    args = ["--model", tiny_model, "--ship-general", bad, "--command", "x", "--test-dir", test_dir]
+    code, _, err = cli(captcha_export.main, *args)
+    assert code == 2 and "--ship-general: the general reader reads text of any length with a CTC head" in err
+    assert not bad.exists() and not bad.with_suffix(".json").exists()

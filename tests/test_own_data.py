@@ -105,7 +105,7 @@ def test_training_reads_settings_off_the_data_and_test_uses_the_held_out_part(na
     code, out, _ = cli(captcha_train.main, "--train-dir", named, "--val-split", "0.2", "--model", model, *FAST)
     assert code == 0, out
     assert f"read off 80 labelled images in {named}: charset '123ABC' (6), length 4, median image size 64x32" in out
-    assert f"held out of {named} (seed 0): 16 images for validation (they choose the epoch and stop the run), 16 as a test share" in out
+    assert f"held out of {named} (seed 0): 16 images for validation (they check the run), 16 as a test share" in out
     ckpt = read_checkpoint(model)
     assert ckpt["settings"]["charset"] == "123ABC" and ckpt["settings"]["length"] == 4
     assert (ckpt["settings"]["width"], ckpt["settings"]["height"]) == (64, 32)

@@ -39,7 +39,7 @@ def test_a_train_dir_alone_holds_validation_and_test_shares_out(folder, tmp_path
     # 120 images: a tenth would be 12, a small set keeps 20 (a fifth, at most MIN_SHARE) in each share.
     assert f"held out of {folder} (seed 0): 20 images for validation" in out and "20 as a test share" in out
     assert "training on 80 images" in out
-    assert "validation share of 20 images: one image is 5.0% of it, so the best epoch is a rough choice" in out
+    assert "validation share of 20 images: too few to choose an epoch by, so the run keeps its last" in out
     split = read_checkpoint(model)["meta"]["split"]
     assert len(split["val"]) == len(split["test"]) == 20 and not set(split["val"]) & set(split["test"])
     code, out, _ = cli(captcha_test.main, "--model", model, "--data", folder)
@@ -95,6 +95,21 @@ def test_a_run_stops_at_100_percent_and_after_its_patience(folder, tmp_path, cli
     monkeypatch.setattr(loop, "evaluate", scripted([1.0, 1.0, 1.0]))
     code, out, _ = cli(captcha_train.main, *base[:-1], "3", "--patience", "0", "--model", tmp_path / "c.pkl")
     assert code == 0 and "epoch 3/3" in out and "stopping" not in out  # 0: the whole budget
+
+
+def test_a_validation_share_too_small_to_choose_by_keeps_the_last_epoch(folder, tmp_path, cli, monkeypatch):
+    base = ["--train-dir", folder, "--batch-size", "16", "--threads", "2", "--no-augment", "--ema", "0", "--epochs", "4"]
+    monkeypatch.setattr(loop, "evaluate", scripted([0.5, 1.0, 0.7, 0.6]))  # 20 validation images: noise
+    code, out, _ = cli(captcha_train.main, *base, "--model", tmp_path / "a.pkl")
+    assert code == 0 and "epoch 4/4" in out and "stopping" not in out
+    assert "the last epoch 60.00% exact at epoch 4" in out
+    meta = read_checkpoint(tmp_path / "a.pkl")["meta"]
+    assert meta["epoch"] == 4 and meta["val_accuracy"] == 0.6
+    monkeypatch.setattr(loop, "evaluate", scripted([0.5, 1.0]))  # --patience: choose by it after all
+    code, out, _ = cli(captcha_train.main, *base, "--patience", "2", "--model", tmp_path / "b.pkl")
+    assert code == 0 and "reached 100% at epoch 2" in out and read_checkpoint(tmp_path / "b.pkl")["meta"]["epoch"] == 2
+    assert not make_plan(TrainConfig(), 936, n_val=94).keep_last and make_plan(TrainConfig(), 936, n_val=49).keep_last
+    assert not make_plan(TrainConfig(), 30_000, n_val=20).keep_last  # a large set: not small data
 
 
 def test_patience_follows_the_data_size_and_never_cuts_the_default_budget():

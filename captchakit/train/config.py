@@ -33,11 +33,19 @@ SHIFT = 3  # study item 13: whole-pixel sideways moves when not augmenting
 SMALL_DATA = 20_000  # fewer training images than this: augmentation on, epochs from SMALL_DATA_IMAGES
 SMALL_DATA_IMAGES = 240_000  # images a small-data run sees in all (epochs = this / training images)
 MAX_SMALL_EPOCHS = 400
+# Fine-tuning a small data set from another model (the general reader): a third of the learning rate
+# keeps more of what the source learned, and fewer images reach the end (docs/BENCHMARKS.md, "Few labels").
+FINETUNE_LR = 1e-3
+FINETUNE_IMAGES = 60_000
 
 # Own data: the shares of --train-dir held out when no --val-dir is given (or with --val-split).
 VAL_SHARE = 0.1  # chooses the epoch, stops the run
 TEST_SHARE = 0.1  # nothing in training touches it; captcha_test.py tests it
 FEW_TO_DECIDE = 100  # a validation share smaller than this is said to be a rough judge
+# Fewer validation images than this cannot choose an epoch at all (one image is over 2% of them): a
+# small-data run then trains its planned epochs and keeps the last, which read better than the chosen
+# one (docs/BENCHMARKS.md, "Few labels").
+FEW_TO_CHOOSE = 50
 SMALL_PATIENCE = 10  # the fewest epochs without a better validation accuracy before a small-data run stops
 
 ONLINE_VAL = 2_000  # generated validation captchas of --online when --val-dir does not exist
@@ -81,7 +89,7 @@ class TrainConfig:
     # The recipe; epochs and augment None: chosen from the data size (Plan).
     epochs: int | None = None
     batch_size: int = BATCH_SIZE
-    lr: float = LR
+    lr: float | None = None  # None: LR, or FINETUNE_LR when a small data set fine-tunes (Plan)
     weight_decay: float = WEIGHT_DECAY
     label_smoothing: float = LABEL_SMOOTHING
     seed: int = 0
@@ -134,37 +142,51 @@ class TrainConfig:
 @dataclass(frozen=True)
 class Plan:
     """What the run decided: the epochs, the augmentation strength (0: off), the sideways shift, the
-    processes, and the patience (epochs without a better validation accuracy before stopping; 0: never)."""
+    processes, the patience (epochs without a better validation accuracy before stopping; 0: never),
+    whether the last epoch is the model (keep_last: a validation share too small to choose by), and
+    the peak learning rate."""
 
     epochs: int
     augment: float
     shift: int
     world_size: int = 1
     patience: int = 0
+    keep_last: bool = False
+    lr: float = LR
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> Plan:
-        return cls(
-            int(data["epochs"]), float(data["augment"]), int(data["shift"]), int(data.get("world_size", 1)), int(data.get("patience", 0))
-        )
+        counts = (int(data["epochs"]), float(data["augment"]), int(data["shift"]), int(data.get("world_size", 1)))
+        return cls(*counts, int(data.get("patience", 0)), bool(data.get("keep_last", False)), float(data.get("lr", LR)))
 
 
-def make_plan(config: TrainConfig, n_train: int, world_size: int = 1) -> Plan:
-    """Epochs, augmentation and patience left open on the command line, chosen from the data size.
+def make_plan(config: TrainConfig, n_train: int, world_size: int = 1, n_val: int | None = None, tuned: bool = False) -> Plan:
+    """Epochs, augmentation, patience and learning rate left open on the command line, chosen from the
+    data size and whether the run fine-tunes another model (`tuned`).
 
     An --online run draws fresh captchas every epoch: it gets the big-data recipe, whose fixed
     budget is never cut short by a noisy validation figure (patience 0). A small data set runs
-    many epochs, and stops once a quarter of them (at least SMALL_PATIENCE) bring nothing better."""
+    many epochs, and stops once a quarter of them (at least SMALL_PATIENCE) bring nothing better;
+    with fewer than FEW_TO_CHOOSE validation images (`n_val`) it runs them all and keeps the last.
+    Fine-tuned, it sees FINETUNE_IMAGES at FINETUNE_LR."""
     small = n_train < SMALL_DATA and not config.online
+    tuned = tuned and small
     epochs = config.epochs
     if epochs is None:
-        epochs = min(max(EPOCHS, math.ceil(SMALL_DATA_IMAGES / max(n_train, 1))), MAX_SMALL_EPOCHS) if small else EPOCHS
+        budget = FINETUNE_IMAGES if tuned else SMALL_DATA_IMAGES
+        epochs = min(max(EPOCHS, math.ceil(budget / max(n_train, 1))), MAX_SMALL_EPOCHS) if small else EPOCHS
         if small:
             print(f"small data set ({n_train:,} training images): {epochs} epochs (--epochs to choose)")
+    lr = config.lr if config.lr is not None else (FINETUNE_LR if tuned else LR)
+    if tuned and config.lr is None:
+        print(f"fine-tuning: peak learning rate {lr:g} (--lr to choose)")
     on = small if config.augment is None else config.augment
     augment = float(config.augment_strength) if on else 0.0
-    patience = config.patience if config.patience is not None else (max(SMALL_PATIENCE, epochs // 4) if small else 0)
-    return Plan(epochs, augment, 0 if augment else config.shift, world_size, patience)
+    keep_last = small and not config.patience and n_val is not None and n_val < FEW_TO_CHOOSE
+    if keep_last:
+        print(f"validation share of {n_val} images: too few to choose an epoch by, so the run keeps its last (--patience N chooses by it)")
+    patience = config.patience if config.patience is not None else (max(SMALL_PATIENCE, epochs // 4) if small and not keep_last else 0)
+    return Plan(epochs, augment, 0 if augment else config.shift, world_size, patience, keep_last, lr)

@@ -25,7 +25,7 @@ from captchakit.model import CaptchaCNN
 from captchakit.report.plots import write_curves
 from captchakit.train import distributed
 from captchakit.train.augment import augment_batch
-from captchakit.train.config import WARMUP, Plan, TrainConfig
+from captchakit.train.config import LR, WARMUP, Plan, TrainConfig
 from captchakit.train.ema import WeightAverage
 from captchakit.train.engine import Engine
 from captchakit.train.resume import run_files
@@ -56,15 +56,15 @@ class History:
         return max(self.rows, key=lambda r: float(r["val_accuracy"]))["epoch"]
 
 
-def make_optimizer(model: CaptchaCNN, config: TrainConfig, steps: int):
-    """AdamW and its one-cycle schedule over `steps` steps, from the config's lr and weight decay."""
+def make_optimizer(model: CaptchaCNN, config: TrainConfig, steps: int, lr: float = LR):
+    """AdamW and its one-cycle schedule over `steps` steps to a peak of `lr` (the plan's), with the config's weight decay."""
     # No weight decay on BatchNorm and biases: decaying them only slows training.
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW(groups, lr=config.lr)
+    optimizer = torch.optim.AdamW(groups, lr=lr)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=max(steps, 1), pct_start=WARMUP, div_factor=20, final_div_factor=200
+        optimizer, max_lr=lr, total_steps=max(steps, 1), pct_start=WARMUP, div_factor=20, final_div_factor=200
     )
     return optimizer, scheduler
 
@@ -171,7 +171,7 @@ def fit(trainer: Trainer, train, val, targets: np.ndarray | None, history: Histo
         took = time.perf_counter() - start
         elapsed += took
         history.add(history_row(epoch, loss, last, trainer.optimizer.param_groups[0]["lr"], took, elapsed))
-        improved = last.accuracy > best or best_epoch is None
+        improved = last.accuracy > best or best_epoch is None or trainer.plan.keep_last
         if improved:
             best, best_epoch = last.accuracy, epoch
         save_epoch(trainer, improved, trainer.state(epoch, best, elapsed, history), {**meta, **epoch_meta(epoch, last, best, elapsed)})
@@ -182,9 +182,10 @@ def fit(trainer: Trainer, train, val, targets: np.ndarray | None, history: Histo
             print(why)
             break
     rate = len(train) * len(history.rows) / elapsed if elapsed else 0
+    kept = "the last epoch" if trainer.plan.keep_last else "best"
     print(
         f"done: {len(history.rows)} epochs in {elapsed / 60:.1f} min ({rate:,.0f} img/s); "
-        f"best {best:.2%} exact at epoch {best_epoch}, saved to {model_path}"
+        f"{kept} {best:.2%} exact at epoch {best_epoch}, saved to {model_path}"
     )
     return 0
 

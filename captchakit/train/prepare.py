@@ -41,7 +41,7 @@ from captchakit.errors import UserError
 from captchakit.model import CaptchaCNN, ModelConfig
 from captchakit.settings import Settings
 from captchakit.train import finetune
-from captchakit.train.config import FEW_TO_DECIDE, TEST_SHARE, VAL_SHARE, TrainConfig
+from captchakit.train.config import FEW_TO_CHOOSE, FEW_TO_DECIDE, TEST_SHARE, VAL_SHARE, TrainConfig
 
 
 def infer_settings(config: TrainConfig, stem: int) -> Settings:
@@ -135,8 +135,9 @@ def finish_settings(config: TrainConfig, base: Settings, stem: int) -> Settings:
     return settings
 
 
-def new_model(config: TrainConfig) -> CaptchaCNN:
-    """The network a fresh run starts from: seeded weights, or fine-tuned from --init-from or the general reader."""
+def new_model(config: TrainConfig) -> tuple[CaptchaCNN, str | None]:
+    """The network a fresh run starts from: seeded weights, or fine-tuned from --init-from or the
+    general reader; and the path of the model it fine-tunes (None: fresh)."""
     network = config.network()
     # Without a training folder to read them off, --online's settings are the flags over the defaults.
     settings = finish_settings(config, Settings(), network.stem) if config.online else infer_settings(config, network.stem)
@@ -152,7 +153,7 @@ def new_model(config: TrainConfig) -> CaptchaCNN:
         raise UserError(f"--model-config {config.model_config}: {err}; see ModelConfig in captcha_cnn_model.py") from None
     if source:
         finetune.init_from(source, model, source_ckpt)
-    return model
+    return model, source
 
 
 def labelled_count(config: TrainConfig) -> int:
@@ -208,9 +209,10 @@ def holds_shares_out(config: TrainConfig) -> bool:
 
 
 def say_shares(folder, n_val: int, n_test: int, seed: int) -> None:
+    role = "they check the run" if n_val < FEW_TO_CHOOSE else "they choose the epoch and stop the run"
     print(
-        f"held out of {folder} (seed {seed}): {n_val:,} images for validation (they choose the epoch and stop the run), "
+        f"held out of {folder} (seed {seed}): {n_val:,} images for validation ({role}), "
         f"{n_test:,} as a test share nothing in training touches (captcha_test.py --data on this folder tests them)"
     )
-    if n_val < FEW_TO_DECIDE:
+    if FEW_TO_CHOOSE <= n_val < FEW_TO_DECIDE:  # fewer: the run keeps its last epoch (make_plan says so)
         print(f"validation share of {n_val} images: one image is {1 / n_val:.1%} of it, so the best epoch is a rough choice; label more")

@@ -25,7 +25,7 @@ from pathlib import Path
 from captchakit.checkpoint import read_checkpoint
 from captchakit.errors import UserError
 from captchakit.settings import Settings
-from captchakit.train.config import SHIFT, Plan, TrainConfig
+from captchakit.train.config import LR, SHIFT, Plan, TrainConfig
 
 # This machine's choices, not the run's: never read back.
 MACHINE = frozenset({"resume", "model", "device", "threads", "workers", "precision", "compile", "start_dir"})
@@ -69,13 +69,14 @@ def load_state(model_path) -> tuple[dict, Path]:
 def saved_run(state: dict) -> tuple[TrainConfig, Plan]:
     """The interrupted run's config and plan; a run saved before TrainConfig kept its flags as `args`."""
     if "config" in state:
-        return TrainConfig.from_dict(state["config"]), Plan.from_dict(state["plan"])
+        config = TrainConfig.from_dict(state["config"])
+        return config, Plan.from_dict({"lr": config.lr or LR, **state["plan"]})  # plans saved before they held the lr
     args = dict(state.get("args") or {})
     if "epochs" not in args:
         raise UserError("--resume: the saved run holds no flags this version can read; start it again without --resume")
     augment = float(args.get("augment") or 0.0)  # that version stored the strength it had chosen
     shift = 0 if augment else int(args.get("shift", SHIFT))
-    plan = Plan(int(args["epochs"]), augment, shift, int(args.get("world_size", 1)))
+    plan = Plan(int(args["epochs"]), augment, shift, int(args.get("world_size", 1)), lr=float(args.get("lr") or LR))
     config = TrainConfig.from_dict({**args, "augment": bool(augment), "start_dir": args.get("start_dir") or ""})
     return config, plan
 
@@ -83,19 +84,19 @@ def saved_run(state: dict) -> tuple[TrainConfig, Plan]:
 def merge(saved: TrainConfig, plan: Plan, now: TrainConfig, given: dict, settings: Settings) -> TrainConfig:
     """The interrupted run's config, with the flags given now where they fit and this machine's choices.
 
-    The epochs become the planned ones: the schedule was built for them."""
+    The epochs and the learning rate become the planned ones: the schedule was built for them."""
     changes = {}
     for field in fields(TrainConfig):
         dest, value = field.name, getattr(saved, field.name)
         if dest in MACHINE:
             continue
         if dest in given:
-            refuse_change(dest, given[dest], plan.epochs if dest == "epochs" else value, settings)
+            refuse_change(dest, given[dest], {"epochs": plan.epochs, "lr": plan.lr}.get(dest, value), settings)
             continue
         if dest in PATHS and value and saved.start_dir and not Path(value).is_absolute():
             value = str(Path(saved.start_dir) / value)  # the run may be resumed from another folder
         changes[dest] = value
-    return replace(now, **{**changes, "epochs": plan.epochs, "start_dir": saved.start_dir or now.start_dir})
+    return replace(now, **{**changes, "epochs": plan.epochs, "lr": plan.lr, "start_dir": saved.start_dir or now.start_dir})
 
 
 def refuse_change(dest: str, value, saved, settings: Settings) -> None:

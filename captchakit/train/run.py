@@ -32,7 +32,7 @@ def run(config: TrainConfig, given: dict | None = None) -> int:
     check_output(config.model)
     if config.unlabelled:
         pseudo.check(config, distributed.world_size())
-    config, model, state = start_or_resume(config, device, given or {})
+    config, model, state, source = start_or_resume(config, device, given or {})
     # Room for model.pkl, last.pkl and one temporary copy, each weights + 2 AdamW moments (float32).
     check_free_space(resume.run_files(config.model)[0], 3 * 3 * 4 * count_parameters(model), "--model")
     with distributed.local_main_first():  # one process per machine builds the packed cache
@@ -40,7 +40,7 @@ def run(config: TrainConfig, given: dict | None = None) -> int:
     for data in (train, val):
         if data.skipped:
             print(data.describe_skipped())
-    data_meta = {"train_dir": str(config.train_dir), **data_meta}
+    data_meta = {"train_dir": str(config.train_dir), **data_meta, **({"fine_tuned_from": source} if source else {})}
     seen = train_model(config, model, state, train, val, device, data_meta)
     if distributed.is_main():
         calibrate_saved(config.model, val, device)
@@ -51,7 +51,7 @@ def run(config: TrainConfig, given: dict | None = None) -> int:
 
 def train_model(config: TrainConfig, model: CaptchaCNN, state: dict | None, train, val, device, data_meta: dict) -> int:
     """The epochs on `train`, checked on `val`, the best model saved to config.model; returns the images trained on."""
-    plan = make_plan(config, len(train), distributed.world_size())
+    plan = make_plan(config, len(train), distributed.world_size(), len(val), bool(data_meta.get("fine_tuned_from")))
     trainer = make_trainer(model, config, plan, device, state, len(train))
     history, progress = History(resume.run_files(config.model)[0]), Progress()
     if state:
@@ -92,10 +92,12 @@ def check_output(model_path) -> None:
         remove_stale_temps(path)
 
 
-def start_or_resume(config: TrainConfig, device, given: dict) -> tuple[TrainConfig, CaptchaCNN, dict | None]:
-    """A fresh model, or the interrupted run's model, state and config (with `given` over it)."""
+def start_or_resume(config: TrainConfig, device, given: dict) -> tuple[TrainConfig, CaptchaCNN, dict | None, str | None]:
+    """A fresh model and the model it fine-tunes (or None), or the interrupted run's config (with
+    `given` over it), model, state and source (recorded in its metadata)."""
     if not config.resume:
-        return config, prepare.new_model(config), None
+        model, source = prepare.new_model(config)
+        return config, model, None, source
     ckpt, path = distributed.on_main(resume.load_state, config.model)  # rank 0's files, sent to every rank
     model = model_from_checkpoint(ckpt, path, device)
     state = ckpt["train_state"]
@@ -103,7 +105,7 @@ def start_or_resume(config: TrainConfig, device, given: dict) -> tuple[TrainConf
     distributed.check_world(plan.world_size)
     config = resume.merge(saved, plan, config, given, model.settings)
     print(f"resuming {path} after epoch {state['epoch']} of {plan.epochs}")
-    return config, model, state
+    return config, model, state, ckpt.get("meta", {}).get("fine_tuned_from")
 
 
 def make_trainer(model: CaptchaCNN, config: TrainConfig, plan: Plan, device, state: dict | None, n_train: int) -> Trainer:
@@ -111,7 +113,7 @@ def make_trainer(model: CaptchaCNN, config: TrainConfig, plan: Plan, device, sta
     model = model.to(device).to(memory_format=torch.channels_last)
     engine = make_engine(distributed.wrap(model, device), device, config.precision, config.compile)
     steps = distributed.epoch_steps(n_train, config.batch_size)
-    optimizer, scheduler = make_optimizer(model, config, steps * plan.epochs)
+    optimizer, scheduler = make_optimizer(model, config, steps * plan.epochs, plan.lr)
     average = make_average(model, run_decay(config.ema, steps * plan.epochs), state)
     return Trainer(model, optimizer, scheduler, engine, average, config, plan)
 
