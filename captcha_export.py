@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         "site's captchas (with --slim OUT alone: a calibrated copy)",
     )
     p.add_argument("--slim", default=None, metavar="OUT", help="write a copy with the weights only (no optimizer or resume state)")
+    add_ship_flags(p)
+    return p
+
+
+def add_ship_flags(p: argparse.ArgumentParser) -> None:
+    """--ship and --ship-general, and what they record."""
     p.add_argument(
         "--ship",
         default=None,
@@ -77,7 +83,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--test-dir", default=cs.TEST_DATASET_PATH, help="with --ship(-general): labelled folder it is tested on (default: %(default)s)"
     )
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

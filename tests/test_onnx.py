@@ -128,8 +128,9 @@ def test_onnx_files_that_are_not_ours_get_one_line(tmp_path, cli):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ([], "nothing to do: give --onnx OUT, --slim OUT or --ship OUT"),
+        ([], "nothing to do: give --onnx OUT, --slim OUT, --ship OUT or --ship-general OUT"),
         (["--onnx", "m.onnx", "--opset", "5"], "--opset 5: the exporter writes opsets 9 to 20; use 17 unless a runtime needs another"),
+        (["--ship", "d.pkl", "--ship-general", "g.pkl"], "--ship and --ship-general: one shipped model at a time; give one of them"),
         (["--slim", "s.pkl", "--int8"], "--int8 and --calibration quantize an ONNX export: add --onnx OUT"),
         (["--onnx", "m.onnx", "--int8", "--calibration", "no/dir"], "--calibration no/dir: not a folder; give a folder of captcha images"),
     ],

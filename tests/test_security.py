@@ -242,7 +242,7 @@ BAD_INPUTS = {
     "export: nothing to do": (
         "captcha_export.py",
         lambda b: ("--model", b["model"]),
-        "nothing to do: give --onnx OUT, --slim OUT or --ship OUT",
+        "nothing to do: give --onnx OUT, --slim OUT, --ship OUT or --ship-general OUT",
     ),
     "export: missing model": (
         "captcha_export.py",
