@@ -1,4 +1,4 @@
-"""The shipped default model: its accuracy holds in CI, and the scripts fall back to it when model.pkl is missing."""
+"""The shipped default model and general reader: their accuracy holds in CI, and the scripts fall back to it when model.pkl is missing."""
 
 from __future__ import annotations
 
@@ -17,16 +17,19 @@ from captchakit.api import load_model
 from captchakit.checkpoint import read_checkpoint
 
 
-def test_shipped_model_keeps_its_recorded_accuracy_on_fresh_captchas():
-    info = json.loads(captcha_default.DEFAULT_INFO.read_text())
-    model_bytes = captcha_default.DEFAULT_MODEL.read_bytes()
+@pytest.mark.parametrize("name", ["default", "general"])
+def test_shipped_model_keeps_its_recorded_accuracy_on_fresh_captchas(name):
+    path = captcha_default.DEFAULT_MODEL if name == "default" else captcha_default.GENERAL_MODEL
+    info = json.loads(path.with_suffix(".json").read_text())
+    model_bytes = path.read_bytes()
     assert len(model_bytes) < 10_000_000, "the shipped model must stay a few MB"
-    assert hashlib.sha256(model_bytes).hexdigest() == info["sha256"], "captchakit/models/default.json describes another file"
-    assert "train_state" not in read_checkpoint(captcha_default.DEFAULT_MODEL)
+    assert hashlib.sha256(model_bytes).hexdigest() == info["sha256"], f"{path.with_suffix('.json').name} describes another file"
+    assert "train_state" not in read_checkpoint(path)
     assert info["command"] and info["data"] and 0 < info["test"]["accuracy"] <= 1
     check = info["generated_check"]
-    model = load_model(captcha_default.DEFAULT_MODEL, "cpu")
-    accuracy = captcha_default.generated_check(model, check["count"], check["seed"])
+    assert check.get("style", "captcha") == ("captcha" if name == "default" else "varied")
+    model = load_model(path, "cpu")
+    accuracy = captcha_default.generated_check(model, check["count"], check["seed"], check.get("style", "captcha"))
     assert abs(accuracy - check["accuracy"]) <= 0.01, f"{accuracy:.2%} now, {check['accuracy']:.2%} recorded"
 
 

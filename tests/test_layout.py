@@ -39,7 +39,7 @@ LAZY_ALLOWED = {
     "captcha",
 }
 # Files pip must install inside the package (the shipped model and the web page).
-DATA_FILES = ["models/default.pkl", "models/default.json", "web/index.html"]
+DATA_FILES = ["models/default.pkl", "models/default.json", "models/general.pkl", "models/general.json", "web/index.html"]
 
 
 def rel(path: Path) -> str:
