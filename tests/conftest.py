@@ -17,6 +17,17 @@ sys.path.insert(0, str(ROOT))
 import captcha_gen  # noqa: E402
 import captcha_train  # noqa: E402
 from captchakit.errors import run_cli  # noqa: E402
+from captchakit.train import finetune  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_general_reader(tmp_path_factory):
+    """Training in this process starts small sets from random weights, as a user's --from-scratch:
+    the tests of other features stay apart from the shipped general reader's weights and size.
+    tests/test_finetune.py sets a reader of its own; the bench tests' subprocesses use the shipped one."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(finetune, "GENERAL_MODEL", tmp_path_factory.mktemp("none") / "general.pkl")
+        yield
 
 
 @pytest.fixture

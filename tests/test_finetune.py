@@ -87,6 +87,10 @@ def test_fine_tuning_plans_fewer_images_and_a_lower_rate_for_small_sets_only():
     scratch, tuned = make_plan(TrainConfig(), 270), make_plan(TrainConfig(), 270, tuned=True)
     assert (scratch.epochs, scratch.lr) == (MAX_SMALL_EPOCHS, LR)
     assert tuned.epochs == math.ceil(FINETUNE_IMAGES / 270) < scratch.epochs and tuned.lr == FINETUNE_LR
+    assert scratch.patience == MAX_SMALL_EPOCHS // 4 and not scratch.keep_last
+    assert tuned.patience == 0 and tuned.keep_last  # a fine-tuned run sees its whole budget and keeps its end
+    assert make_plan(TrainConfig(patience=5), 270, n_val=100, tuned=True).patience == 5
+    assert not make_plan(TrainConfig(patience=5), 270, n_val=100, tuned=True).keep_last
     assert make_plan(TrainConfig(lr=0.01), 270, tuned=True).lr == 0.01  # --lr wins
     big = make_plan(TrainConfig(), 50_000, tuned=True)  # a large set trains as from scratch
     assert (big.epochs, big.lr) == (make_plan(TrainConfig(), 50_000).epochs, LR)

@@ -39,7 +39,7 @@ def test_a_train_dir_alone_holds_validation_and_test_shares_out(folder, tmp_path
     # 120 images: a tenth would be 12, a small set keeps 20 (a fifth, at most MIN_SHARE) in each share.
     assert f"held out of {folder} (seed 0): 20 images for validation" in out and "20 as a test share" in out
     assert "training on 80 images" in out
-    assert "validation share of 20 images: too few to choose an epoch by, so the run keeps its last" in out
+    assert "a validation share of 20 images is too few to choose an epoch by: the run trains every epoch and keeps the last" in out
     split = read_checkpoint(model)["meta"]["split"]
     assert len(split["val"]) == len(split["test"]) == 20 and not set(split["val"]) & set(split["test"])
     code, out, _ = cli(captcha_test.main, "--model", model, "--data", folder)

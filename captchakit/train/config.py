@@ -171,7 +171,7 @@ def make_plan(config: TrainConfig, n_train: int, world_size: int = 1, n_val: int
     budget is never cut short by a noisy validation figure (patience 0). A small data set runs
     many epochs, and stops once a quarter of them (at least SMALL_PATIENCE) bring nothing better;
     with fewer than FEW_TO_CHOOSE validation images (`n_val`) it runs them all and keeps the last.
-    Fine-tuned, it sees FINETUNE_IMAGES at FINETUNE_LR."""
+    Fine-tuned, it sees all of FINETUNE_IMAGES at FINETUNE_LR and keeps the last epoch too."""
     small = n_train < SMALL_DATA and not config.online
     tuned = tuned and small
     epochs = config.epochs
@@ -185,8 +185,12 @@ def make_plan(config: TrainConfig, n_train: int, world_size: int = 1, n_val: int
         print(f"fine-tuning: peak learning rate {lr:g} (--lr to choose)")
     on = small if config.augment is None else config.augment
     augment = float(config.augment_strength) if on else 0.0
-    keep_last = small and not config.patience and n_val is not None and n_val < FEW_TO_CHOOSE
+    few = n_val is not None and n_val < FEW_TO_CHOOSE
+    # A fine-tuned run's short budget ends at a low learning rate, where its last epoch reads best.
+    keep_last = small and not config.patience and (few or tuned)
     if keep_last:
-        print(f"validation share of {n_val} images: too few to choose an epoch by, so the run keeps its last (--patience N chooses by it)")
-    patience = config.patience if config.patience is not None else (max(SMALL_PATIENCE, epochs // 4) if small and not keep_last else 0)
+        why = f"a validation share of {n_val} images is too few to choose an epoch by" if few else "fine-tuning"
+        print(f"{why}: the run trains every epoch and keeps the last (--patience N chooses by validation)")
+    stops = small and not keep_last
+    patience = config.patience if config.patience is not None else (max(SMALL_PATIENCE, epochs // 4) if stops else 0)
     return Plan(epochs, augment, 0 if augment else config.shift, world_size, patience, keep_last, lr)
