@@ -11,7 +11,9 @@ toolkit can read their labels. Each row trains with the default own-data command
 (`captcha_train.py --train-dir LABELLED --test-split 0`: the bench keeps its own test set), with
 `--unlabelled POOL` in the rows that use it, then tests on the test set. Prints one JSON line per
 row: labels, variant, whole-captcha accuracy with its test size and standard error, training
-wall time, and for --unlabelled how many kept pseudo-labels were wrong.
+wall time, and for --unlabelled how many kept pseudo-labels were wrong. --zero-shot adds a row with
+no labels at all: the shipped general reader told only the data set's charset (the characters of its
+labels), reading case-blind when the labels have one case only.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import random
 import subprocess
 import sys
@@ -87,6 +90,24 @@ def pseudo_errors(work: Path, variant: str, links: dict[str, str]) -> dict:
     return {"kept": len(rows), "wrong": wrong}
 
 
+def zero_shot(source: Path, test: list[str]) -> dict:
+    """The general reader on the test tenth, restricted to the labels' characters (no training)."""
+    from captchakit.api import load_model
+    from captchakit.shipped import GENERAL_MODEL
+
+    labels = [Path(n).stem.split("_")[0] for n in test]
+    chars = sorted(set("".join(labels)))
+    one_case = not any(c.isupper() for c in chars) or not any(c.islower() for c in chars)
+    recognizer = load_model(GENERAL_MODEL, "cpu")
+    recognizer.restrict("".join(chars), ignore_case=one_case)
+    start = time.perf_counter()
+    readings = recognizer.predict_batch([source / n for n in test])
+    right = sum(r.text == recognizer.codec.normalize(t) for r, t in zip(readings, labels, strict=True))
+    acc = right / len(test)
+    se = math.sqrt(acc * (1 - acc) / len(test))
+    return {"n_test": len(test), "accuracy": round(acc, 4), "standard_error": round(se, 4), "read_s": round(time.perf_counter() - start, 1)}
+
+
 def variants_of(args) -> list[str]:
     """labelled-only: the default command (fine-tuned from the general reader when the package ships one);
     scratch: the same with --from-scratch (with --scratch); unlabelled: the default command with --unlabelled."""
@@ -100,6 +121,7 @@ def main() -> None:
     p.add_argument("--labels", type=int, nargs="+", default=[100, 300, 1000], help="labelled images per row (default: 100 300 1000)")
     p.add_argument("--unlabelled", action="store_true", help="also run each row with the rest as --unlabelled images")
     p.add_argument("--only-unlabelled", action="store_true", help="run only the --unlabelled rows")
+    p.add_argument("--zero-shot", action="store_true", help="also read the test tenth with the general reader, no labels")
     p.add_argument("--scratch", action="store_true", help="also run each row with --from-scratch (no general reader)")
     p.add_argument("--seed", type=int, default=0, help="seed of the test tenth and of the labelled order (default: %(default)s)")
     p.add_argument("--out", default="bench_data/few_labels", help="work folder: links, models, logs (default: %(default)s)")
@@ -110,6 +132,8 @@ def main() -> None:
     base = Path(args.out) / source.name
     test = base / "test"
     link_folder(test, source, test_names)
+    if args.zero_shot:
+        emit({"data": source.name, "labels": 0, "variant": "zero-shot", "charset_only": True, **zero_shot(source, test_names)})
     for n in args.labels:
         work = base / f"labels{n}"
         labelled = work / "labelled"

@@ -51,8 +51,9 @@ def test_few_labels_reports_each_variant_and_counts_wrong_pseudo_labels(tmp_path
     from owndata_data import draw
 
     draw(tmp_path / "style", 80, seed=9)  # labels in the names: the bench hides them from the pool
-    args = ["--data", tmp_path / "style", "--labels", "40", "--unlabelled", "--scratch", "--out", tmp_path / "work"]
-    rows = run_bench(ROOT / "bench/few_labels.py", *args, "--train-args", "--epochs 1 --batch-size 8 --pseudo-threshold 0")
+    args = ["--data", tmp_path / "style", "--labels", "40", "--unlabelled", "--scratch", "--zero-shot", "--out", tmp_path / "work"]
+    zero, *rows = run_bench(ROOT / "bench/few_labels.py", *args, "--train-args", "--epochs 1 --batch-size 8 --pseudo-threshold 0")
+    assert zero["variant"] == "zero-shot" and zero["labels"] == 0 and zero["n_test"] == 8 and 0 <= zero["accuracy"] <= 1
     assert [r["variant"] for r in rows] == ["labelled-only", "scratch", "unlabelled"]
     assert all(r["n_test"] == 8 and r["labels"] == 40 and 0 <= r["accuracy"] <= 1 for r in rows)
     pool = rows[2]["pool"]
