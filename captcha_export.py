@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.slim:
         write_slim(model, ckpt, args.slim)
     if args.ship or args.ship_general:
-        ship(model, ckpt, args, general=bool(args.ship_general))
+        ship(model, ckpt, args)
     return 0
 
 

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from captchakit import settings as cs
-from captchakit.data.render import Renderer, RenderSpec
+from captchakit.data.render import Renderer
 from captchakit.data.synth import draw
 
 ROOT = Path(__file__).resolve().parent
@@ -36,6 +36,7 @@ CHECK_SEED = 20_240_605
 CHECK_COUNT = 500
 CHECK_SPLIT = "default-check"
 GENERAL_CHECK_SPLIT = "general-check"  # the general reader's check: varied captchas of its charset and lengths
+CHECK_SPLITS = {"captcha": CHECK_SPLIT, "varied": GENERAL_CHECK_SPLIT}  # the check's style -> its split
 CHECK_BATCH = 256  # images per predict_arrays call
 
 
@@ -59,12 +60,8 @@ def resolve_model(path):
 def generated_check(recognizer, count: int, seed: int, style: str = "captcha") -> float:
     """Whole-captcha accuracy of `recognizer` (captcha_predict's API) on `count` seeded captchas: of the
     captcha library's style (CHECK_SPLIT), or with style "varied" of the varied style (GENERAL_CHECK_SPLIT)."""
-    s = recognizer.settings
-    if style == "varied":
-        factory = Renderer(RenderSpec(s.charset, s.min_length, s.length))
-        images, labels = draw(s, count, seed, GENERAL_CHECK_SPLIT, factory)
-    else:
-        images, labels = draw(s, count, seed, CHECK_SPLIT)
+    factory = Renderer.for_settings(recognizer.settings) if style == "varied" else None
+    images, labels = draw(recognizer.settings, count, seed, CHECK_SPLITS[style], factory)
     right = 0
     for start in range(0, count, CHECK_BATCH):
         preds = recognizer.predict_arrays(images[start : start + CHECK_BATCH])

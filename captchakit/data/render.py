@@ -214,6 +214,12 @@ class Renderer:
     def __init__(self, spec: RenderSpec):
         self.spec = spec
 
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Renderer:
+        """The varied style for a model's settings: their charset and label lengths, heights drawn per
+        image; ValueError when the fonts cannot draw the charset."""
+        return cls(RenderSpec(settings.charset, settings.min_length, settings.length))
+
     def make_seeded(self, seed: int, split: str, index: int) -> tuple[str, Image.Image]:
         return render(self.spec, seed, split, index)
 

@@ -86,9 +86,10 @@ def sha256(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def ship(model, ckpt: dict, args, general: bool = False) -> None:
-    """The default model (or with `general` the general reader): weights-only copy + a .json with its
-    command, data and measured accuracy."""
+def ship(model, ckpt: dict, args) -> None:
+    """The default model (--ship) or the general reader (--ship-general): weights-only copy + a .json
+    with its command, data and measured accuracy."""
+    general = bool(args.ship_general)
     flag = "--ship-general" if general else "--ship"
     if not args.command:
         raise UserError(f'{flag}: say how the model was trained with --command "python captcha_train.py ..."')
@@ -102,8 +103,8 @@ def ship(model, ckpt: dict, args, general: bool = False) -> None:
         # float16 on disk, half the bytes; loaded back as float32
         meta = ckpt.get("meta", {})
         save_checkpoint(tmp, model, meta, half=True, train_config=ckpt.get("train_config"), calibration=ckpt.get("calibration"))
-        record, summary = measure(tmp, test, args, "varied" if general else "captcha", meta)
-        record["calibration"] = ckpt.get("calibration")
+        measured, summary = measure(tmp, test, args, "varied" if general else "captcha", meta)
+        record = {"model": out.name, **measured, "calibration": ckpt.get("calibration")}
         with atomic_path(out.with_suffix(".json"), ".json") as tmp_info:
             Path(tmp_info).write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {out} ({record['bytes'] / 1e6:.2f} MB, float16 weights only) and {out.with_suffix('.json')}")
@@ -111,14 +112,13 @@ def ship(model, ckpt: dict, args, general: bool = False) -> None:
 
 
 def measure(path, test, args, style: str, meta: dict) -> tuple[dict, str]:
-    """The card of the model file at `path`, measured as shipped (float16 weights-only, on the CPU), and a summary line."""
+    """The card's measured fields for the model file at `path`, measured as shipped (float16 weights-only,
+    on the CPU), and a summary line."""
     recognizer = load_model(path, "cpu")
     result = evaluate(recognizer.model, test, recognizer.device)
     count, seed = shipped.CHECK_COUNT, shipped.CHECK_SEED
     check = shipped.generated_check(recognizer, count, seed, style)
-    split = shipped.GENERAL_CHECK_SPLIT if style == "varied" else shipped.CHECK_SPLIT
     record = {
-        "model": Path(args.ship_general or args.ship).name,
         "bytes": Path(path).stat().st_size,
         "sha256": sha256(path),
         "stored_as": "float16 (loaded as float32)",
@@ -128,7 +128,7 @@ def measure(path, test, args, style: str, meta: dict) -> tuple[dict, str]:
         "settings": recognizer.settings.to_dict(),
         "model_config": recognizer.model.config.to_dict(),
         "test": {"data": str(args.test_dir), "n": result.n, "accuracy": result.accuracy, "char_accuracy": result.char_accuracy},
-        "generated_check": {"seed": seed, "count": count, "split": split, "style": style, "accuracy": check},
+        "generated_check": {"seed": seed, "count": count, "split": shipped.CHECK_SPLITS[style], "style": style, "accuracy": check},
         "created": datetime.date.today().isoformat(),
     }
     return record, f"{result.summary()}; generated check {check:.2%} on {count} captchas"

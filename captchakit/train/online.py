@@ -29,7 +29,7 @@ from captchakit import settings as cs
 from captchakit.codec import LabelCodec
 from captchakit.data.folders import folder_labels
 from captchakit.data.images import load_as
-from captchakit.data.render import Renderer, RenderSpec
+from captchakit.data.render import Renderer
 from captchakit.data.sets import LabelledSet, load_labelled
 from captchakit.data.synth import CaptchaFactory, synth_set
 from captchakit.errors import UserError
@@ -116,7 +116,7 @@ class OnlineSet:
 def renderer(settings: Settings):
     """The varied style's source for these settings: their charset and label lengths, heights drawn per image."""
     try:
-        return Renderer(RenderSpec(settings.charset, settings.min_length, settings.length))
+        return Renderer.for_settings(settings)
     except ValueError as err:
         raise UserError(f"--online-style varied: {err}") from None
 
