@@ -17,7 +17,7 @@ import argparse
 
 from captchakit.cli import add_settings_args, non_negative_int, positive_float, positive_int, probability
 from captchakit.errors import run_cli
-from captchakit.train.config import EPOCHS, FINETUNE_LR, LR, SMALL_DATA, TrainConfig
+from captchakit.train.config import EPOCHS, FEW_TO_RETUNE, FINETUNE_LR, LR, SMALL_DATA, TrainConfig
 from captchakit.train.engine import PRECISIONS
 from captchakit.train.online import VAL_SEED
 from captchakit.train.resume import given_flags
@@ -140,7 +140,8 @@ def add_recipe_args(g) -> None:
         "--lr",
         type=positive_float,
         default=D.lr,
-        help=f"peak learning rate of the one-cycle schedule (default: {LR:g}; {FINETUNE_LR:g} when a small data set fine-tunes)",
+        help=f"peak learning rate of the one-cycle schedule (default: {LR:g}; {FINETUNE_LR:g} when fewer than "
+        f"{FEW_TO_RETUNE:,} training images fine-tune)",
     )
     g.add_argument("--weight-decay", type=float, default=D.weight_decay, help="AdamW weight decay (default: %(default)s)")
     g.add_argument("--label-smoothing", type=float, default=D.label_smoothing, help="cross-entropy label smoothing (default: %(default)s)")

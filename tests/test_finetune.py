@@ -20,7 +20,7 @@ from captchakit.codec import LabelCodec
 from captchakit.model import CaptchaCNN, ModelConfig
 from captchakit.settings import Settings
 from captchakit.train import finetune
-from captchakit.train.config import FINETUNE_IMAGES, FINETUNE_LR, LR, MAX_SMALL_EPOCHS, TrainConfig, make_plan
+from captchakit.train.config import FEW_TO_RETUNE, FINETUNE_IMAGES, FINETUNE_LR, LR, MAX_SMALL_EPOCHS, TrainConfig, make_plan
 
 FAST = ["--epochs", "1", "--batch-size", "16", "--threads", "2"]
 
@@ -92,6 +92,10 @@ def test_fine_tuning_plans_fewer_images_and_a_lower_rate_for_small_sets_only():
     assert make_plan(TrainConfig(patience=5), 270, n_val=100, tuned=True).patience == 5
     assert not make_plan(TrainConfig(patience=5), 270, n_val=100, tuned=True).keep_last
     assert make_plan(TrainConfig(lr=0.01), 270, tuned=True).lr == 0.01  # --lr wins
+    # From FEW_TO_RETUNE images on, a fine-tuned run keeps its small budget but takes the full rate.
+    hundreds = make_plan(TrainConfig(), FEW_TO_RETUNE, tuned=True)
+    assert hundreds.lr == LR and hundreds.epochs == math.ceil(FINETUNE_IMAGES / FEW_TO_RETUNE) and hundreds.keep_last
+    assert make_plan(TrainConfig(), FEW_TO_RETUNE - 1, tuned=True).lr == FINETUNE_LR
     big = make_plan(TrainConfig(), 50_000, tuned=True)  # a large set trains as from scratch
     assert (big.epochs, big.lr) == (make_plan(TrainConfig(), 50_000).epochs, LR)
 

@@ -33,10 +33,12 @@ SHIFT = 3  # study item 13: whole-pixel sideways moves when not augmenting
 SMALL_DATA = 20_000  # fewer training images than this: augmentation on, epochs from SMALL_DATA_IMAGES
 SMALL_DATA_IMAGES = 240_000  # images a small-data run sees in all (epochs = this / training images)
 MAX_SMALL_EPOCHS = 400
-# Fine-tuning a small data set from another model (the general reader): a third of the learning rate
-# keeps more of what the source learned, and fewer images reach the end (docs/BENCHMARKS.md, "Few labels").
+# Fine-tuning a small data set from another model (the general reader): fewer images reach the end, and
+# below FEW_TO_RETUNE training images a third of the learning rate keeps more of what the source learned;
+# from there on the full rate reads better (docs/BENCHMARKS.md, "Few labels").
 FINETUNE_LR = 1e-3
 FINETUNE_IMAGES = 60_000
+FEW_TO_RETUNE = 500
 
 # Own data: the shares of --train-dir held out when no --val-dir is given (or with --val-split).
 VAL_SHARE = 0.1  # chooses the epoch, stops the run
@@ -171,7 +173,8 @@ def make_plan(config: TrainConfig, n_train: int, world_size: int = 1, n_val: int
     budget is never cut short by a noisy validation figure (patience 0). A small data set runs
     many epochs, and stops once a quarter of them (at least SMALL_PATIENCE) bring nothing better;
     with fewer than FEW_TO_CHOOSE validation images (`n_val`) it runs them all and keeps the last.
-    Fine-tuned, it sees all of FINETUNE_IMAGES at FINETUNE_LR and keeps the last epoch too."""
+    Fine-tuned, it sees all of FINETUNE_IMAGES (at FINETUNE_LR below FEW_TO_RETUNE images) and keeps
+    the last epoch too."""
     small = n_train < SMALL_DATA and not config.online
     tuned = tuned and small
     epochs = config.epochs
@@ -180,7 +183,7 @@ def make_plan(config: TrainConfig, n_train: int, world_size: int = 1, n_val: int
         epochs = min(max(EPOCHS, math.ceil(budget / max(n_train, 1))), MAX_SMALL_EPOCHS) if small else EPOCHS
         if small:
             print(f"small data set ({n_train:,} training images): {epochs} epochs (--epochs to choose)")
-    lr = config.lr if config.lr is not None else (FINETUNE_LR if tuned else LR)
+    lr = config.lr if config.lr is not None else (FINETUNE_LR if tuned and n_train < FEW_TO_RETUNE else LR)
     if tuned and config.lr is None:
         print(f"fine-tuning: peak learning rate {lr:g} (--lr to choose)")
     on = small if config.augment is None else config.augment
