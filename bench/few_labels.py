@@ -10,10 +10,11 @@ links only; the unlabelled pool's links get neutral names (u00000.png ...), so n
 toolkit can read their labels. Each row trains with the default own-data command
 (`captcha_train.py --train-dir LABELLED --test-split 0`: the bench keeps its own test set), with
 `--unlabelled POOL` in the rows that use it, then tests on the test set. Prints one JSON line per
-row: labels, variant, whole-captcha accuracy with its test size and standard error, training
-wall time, and for --unlabelled how many kept pseudo-labels were wrong. --zero-shot adds a row with
-no labels at all: the shipped general reader told only the data set's charset (the characters of its
-labels), reading case-blind when the labels have one case only.
+row: labels, variant, whole-captcha accuracy with its test size and standard error, the calibration
+error on the test set (ece), training wall time, and for --unlabelled how many kept pseudo-labels
+were wrong. --zero-shot adds a row with no labels at all: the shipped general reader told only the
+data set's charset (the characters of its labels), reading case-blind when the labels have one case
+only.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ def train_and_test(work: Path, variant: str, labelled: Path, test: Path, pool: P
         "n_test": m["n"],
         "accuracy": round(m["accuracy"], 4),
         "standard_error": round(m["standard_error"], 4),
+        "ece": round(m["confidence"]["ece"], 4),  # expected calibration error on the test tenth
         "train_s": round(seconds, 1),
     }
 

@@ -8,8 +8,12 @@ the softmax fixes that (the texts read do not change, only the confidence). T is
 end of training on the validation images, those that chose the epoch and never the test ones,
 by minimising the log loss of "the whole reading is right" against the confidence. The targets
 are softened as a Jeffreys prior would (right counts 1 - 0.5/(n+1), wrong 0.5/(n+1)), so that a
-small validation set that reads every image right does not push every confidence to 1. model.pkl keeps T and its figures under
-"calibration"; a file without them reads with T = 1 and says it is uncalibrated.
+small validation set that reads every image right does not push every confidence to 1. A share of
+fewer than FEW_TO_FIT_ALONE images (20-100 when a few hundred labels fine-tune) holds too few
+errors to place T: the fit then also reads VIEWS augmented views of each image (the training
+augmentation, from a fixed seed), which err about as often as unseen images do (docs/BENCHMARKS.md,
+"Calibrated confidence"). model.pkl keeps T and its figures under "calibration"; a file without
+them reads with T = 1 and says it is uncalibrated.
 """
 
 from __future__ import annotations
@@ -21,11 +25,15 @@ import numpy as np
 import torch
 
 from captchakit.evaluate import model_outputs
+from captchakit.train.augment import augment
 
 ECE_BINS = 10  # equal-width bins of confidence over [0, 1]
 THRESHOLDS = (0.5, 0.8, 0.9, 0.95, 0.99)  # captcha_test.py's coverage table
 LOG_T_GRID = np.linspace(math.log(0.05), math.log(5.0), 461)  # steps of 1% in T
 FEW_IMAGES = 100  # a calibration on fewer validation images is rough, and says so
+FEW_TO_FIT_ALONE = 500  # fewer validation images than this: the fit also reads VIEWS augmented views of each
+VIEWS = 8
+VIEW_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,7 @@ class Calibration:
     images: int = 0  # validation images it was fitted on; 0: the model is not calibrated
     ece_before: float | None = None  # expected calibration error on those images, at T = 1 and at T
     ece_after: float | None = None
+    views: int = 0  # augmented views of each image the fit read beside it
 
     @property
     def calibrated(self) -> bool:
@@ -47,15 +56,16 @@ class Calibration:
         """What model.pkl (or an ONNX file's metadata) holds; an older file without it -> uncalibrated."""
         if not isinstance(data, dict):
             return cls()
-        known = {k: data[k] for k in ("temperature", "images", "ece_before", "ece_after") if k in data}
+        known = {k: data[k] for k in ("temperature", "images", "ece_before", "ece_after", "views") if k in data}
         return cls(**known)
 
     def describe(self) -> str:
         if not self.calibrated:
             return "confidence uncalibrated (a model saved before calibration): the product of the positions' probabilities"
         few = "; few images, so it is rough" if self.images < FEW_IMAGES else ""
+        views = f" and {self.views} augmented views of each" if self.views else ""
         return (
-            f"confidence calibrated on {self.images:,} validation images: temperature {self.temperature:.3g}, "
+            f"confidence calibrated on {self.images:,} validation images{views}: temperature {self.temperature:.3g}, "
             f"calibration error {self.ece_before:.1%} -> {self.ece_after:.1%}{few}"
         )
 
@@ -68,15 +78,20 @@ def apply(model, data: dict | None) -> Calibration:
 
 
 @torch.inference_mode()
-def readings(model, data, device, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def readings(model, data, device, batch_size: int = 256, views: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The model's outputs on every image of `data` ((N, ...) float, CPU) and whether each whole
-    reading is right ((N,) bool), in the reading mode the model is set to (--test-shifts too)."""
-    codec, outputs, right = model.codec, [], []
-    for start, _, out in model_outputs(model, data, device, batch_size):
+    reading is right ((N,) bool), in the reading mode the model is set to (--test-shifts too).
+    With `views` K, K augmented views of each image follow the N plain readings: (N * (1 + K), ...)."""
+    codec = model.codec
+    outputs, right = [[] for _ in range(1 + views)], [[] for _ in range(1 + views)]
+    gen = torch.Generator(device=device).manual_seed(VIEW_SEED)
+    for start, x, out in model_outputs(model, data, device, batch_size):
         truth = data.labels[start : start + len(out)]
-        right += [codec.normalize(t) == text for t, text in zip(truth, codec.texts(out), strict=True)]
-        outputs.append(out)
-    return torch.cat(outputs), torch.tensor(right, dtype=torch.bool)
+        for view in range(1 + views):
+            seen = model(augment(x, gen)).float().cpu() if view else out
+            right[view] += [codec.normalize(t) == text for t, text in zip(truth, codec.texts(seen), strict=True)]
+            outputs[view].append(seen)
+    return torch.cat([torch.cat(o) for o in outputs]), torch.tensor(sum(right, []), dtype=torch.bool)
 
 
 def log_loss(confidence: torch.Tensor, right: torch.Tensor) -> float:
@@ -126,10 +141,12 @@ def coverage(confidence, right, thresholds=THRESHOLDS) -> list[dict]:
 
 
 def calibrate(model, data, device) -> Calibration:
-    """Fit the temperature of `model` on `data` (validation images), set it on the model's codec, and return it."""
-    outputs, right = readings(model, data, device)
-    codec = model.codec
-    before = ece(codec.confidences(outputs, 1.0), right)
+    """Fit the temperature of `model` on `data` (validation images, with augmented views of each when
+    they are few), set it on the model's codec, and return it; its errors are those of the plain images."""
+    n, codec = len(data), model.codec
+    views = VIEWS if n < FEW_TO_FIT_ALONE else 0
+    outputs, right = readings(model, data, device, views=views)
+    before = ece(codec.confidences(outputs[:n], 1.0), right[:n])
     t = fit_temperature(outputs, right, codec)
     codec.temperature = t
-    return Calibration(temperature=t, images=len(right), ece_before=before, ece_after=ece(codec.confidences(outputs), right))
+    return Calibration(t, n, before, ece(codec.confidences(outputs[:n]), right[:n]), views)

@@ -87,10 +87,9 @@ class LabelCodec:
         return targets, (targets != self.pad).sum(1) if self.pad is not None else targets.new_full(targets.shape[:1], self.length)
 
     def decode(self, logits):
-        """Logits (N, length*num_classes), or a CTC head's (N, T, num_classes) -> list of (text, confidence).
-        One softmax gives both: the best class of each position (or column) and its probability."""
-        best, idx = self.probabilities(logits).max(-1)  # (N, length or T) each
-        return list(zip(self.spell(idx), best.prod(-1).tolist(), strict=True))
+        """Logits (N, length*num_classes), or a CTC head's (N, T, num_classes) -> list of (text, confidence)."""
+        texts = self.texts(logits)
+        return list(zip(texts, self.confidences(logits, texts=texts).tolist(), strict=True))
 
     def texts(self, logits) -> list[str]:
         """The texts read: the best class of each position (CTC: of each column, then collapsed)."""
@@ -106,15 +105,34 @@ class LabelCodec:
         t = self.temperature if temperature is None else temperature
         return (logits.detach().float().reshape(logits.shape[0], -1, self.num_classes) / t).softmax(-1)
 
-    def confidences(self, logits, temperature: float | None = None):
-        """(N,) float tensor: the product of the winning probabilities of the positions (CTC: of the
-        columns, the best path's probability) after dividing the logits by the temperature.
+    def confidences(self, logits, temperature: float | None = None, texts: list[str] | None = None):
+        """(N,) float tensor: the probability of each text read (`texts`, if already read), after
+        dividing the logits by the temperature. Positions count as independent: the product of their
+        winning probabilities. A CTC head sums over every column path that spells the text: at a
+        character's edge, blank or character is a near tie that changes nothing read, and the best
+        path alone would count it as doubt (docs/BENCHMARKS.md, "Calibrated confidence").
 
-        At temperature 1 it is the model's own probability of the whole text, taking positions as
-        independent: label smoothing and that product leave it well under the accuracy. With the
-        temperature fitted on validation images (captchakit.calibrate) it estimates the
-        probability that the reading is right."""
-        return self.probabilities(logits, temperature).amax(-1).prod(-1)
+        At temperature 1 it is the model's own probability of the whole text: label smoothing leaves
+        it well under the accuracy. With the temperature fitted on validation images
+        (captchakit.calibrate) it estimates the probability that the reading is right."""
+        if not self.ctc:
+            return self.probabilities(logits, temperature).amax(-1).prod(-1)
+        return self.spelling_probabilities(logits, texts if texts is not None else self.texts(logits), temperature)
+
+    def spelling_probabilities(self, logits, texts: list[str], temperature: float | None = None):
+        """(N,) the probability of each of `texts` under a CTC head's (N, T, num_classes) logits,
+        summed over every path of T columns that collapses to it (the CTC forward pass)."""
+        import torch  # here, not above: captcha_gen.py and captcha_dataset.py use the codec without torch
+        import torch.nn.functional as F
+
+        logp = self.probabilities(logits, temperature).clamp_min(1e-30).log()  # (N, T, K)
+        n, columns = logp.shape[:2]
+        targets = torch.full((n, max([1, *map(len, texts)])), self.blank, dtype=torch.long)
+        for i, text in enumerate(texts):
+            targets[i, : len(text)] = torch.tensor([self._index[c] for c in text], dtype=torch.long)
+        lengths = torch.tensor([len(text) for text in texts], dtype=torch.long)
+        nll = F.ctc_loss(logp.transpose(0, 1), targets, torch.full((n,), columns), lengths, blank=self.blank, reduction="none")
+        return (-nll).exp().clamp_(0.0, 1.0)
 
     def collapse(self, path: list[int]) -> str:
         """A CTC path of class indices -> text: repeats merged, then blanks dropped ('aa-a' -> 'aa')."""

@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 
@@ -60,3 +61,10 @@ def test_few_labels_reports_each_variant_and_counts_wrong_pseudo_labels(tmp_path
     assert pool == 80 - 8 - 40 and 0 <= rows[2]["wrong"] <= rows[2]["kept"] <= pool
     names = [p.name for p in (tmp_path / "work" / "style" / "labels40" / "pool").iterdir() if p.suffix == ".png"]
     assert len(names) == pool and all(re.fullmatch(r"u\d{5}\.png", n) for n in names)  # neutral names: no label to read
+    # bench/calibration.py refits the labelled-only model on its validation share as training did at its
+    # end: the same calibration error on the same test tenth.
+    pair = f"{tmp_path / 'work' / 'style' / 'labels40' / 'labelled-only.pkl'}:{tmp_path / 'work' / 'style' / 'test'}"
+    row, pooled = run_bench(ROOT / "bench/calibration.py", pair, "--pool")
+    assert row["n"] == pooled["n"] == 8 and row["accuracy"] == pooled["accuracy"] == rows[0]["accuracy"]
+    assert row["now"]["ece"] == pytest.approx(rows[0]["ece"], abs=1e-4) == pooled["ece"]
+    assert 0 <= row["perfect_mean"] <= 1 and 0 <= row["perfect_p90"] <= 1 and {"path_plain", "path_views"} <= row.keys()

@@ -14,6 +14,7 @@ import captcha_test
 from captchakit import api, calibrate
 from captchakit.checkpoint import read_checkpoint, write_checkpoint
 from captchakit.codec import LabelCodec
+from captchakit.data.sets import load_labelled
 from captchakit.settings import Settings
 
 CODEC = LabelCodec(Settings(charset="0123456789", length=4))
@@ -64,6 +65,24 @@ def test_training_stores_a_temperature_fitted_on_its_validation_images(tiny_mode
     assert stored.calibrated and stored.images == 60  # tiny_model's --val-dir holds 60
     # It reads none of the 60 right: the softened targets put the confidence near 0.5/61, not 0.
     assert 0.05 <= stored.temperature <= 5.0 and stored.ece_after < 0.03
+    assert stored.views == calibrate.VIEWS and "and 8 augmented views of each" in stored.describe()  # 60 are few
+
+
+def test_few_validation_images_are_fitted_with_augmented_views_of_each(tiny_model, tiny_data, monkeypatch):
+    model = api.load_model(tiny_model, "cpu").model
+    data = load_labelled(tiny_data / "test", model.codec)
+    plain, right = calibrate.readings(model, data, "cpu")
+    pooled, pooled_right = calibrate.readings(model, data, "cpu", views=2)
+    assert pooled.shape == (3 * len(data), *plain.shape[1:]) and len(pooled_right) == 3 * len(data)
+    assert torch.equal(pooled[: len(data)], plain) and torch.equal(pooled_right[: len(data)], right)
+    assert not torch.allclose(pooled[len(data) : 2 * len(data)], plain)  # a view is another image
+    assert torch.equal(calibrate.readings(model, data, "cpu", views=2)[0], pooled)  # seeded: the same views again
+    few = calibrate.calibrate(model, data, "cpu")
+    monkeypatch.setattr(calibrate, "FEW_TO_FIT_ALONE", len(data))
+    alone = calibrate.calibrate(model, data, "cpu")
+    assert (few.views, alone.views) == (calibrate.VIEWS, 0) and few.images == alone.images == len(data)
+    assert alone.temperature == calibrate.fit_temperature(plain, right, model.codec)
+    assert calibrate.Calibration.from_dict(few.to_dict()) == few
 
 
 @pytest.fixture

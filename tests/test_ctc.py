@@ -71,11 +71,16 @@ def test_repeats_need_a_blank_between_them():
     assert fixed.num_classes == 3 and fixed.blank == 2 and fixed.ctc_targets(fixed.encode_batch(["AB"]))[1].tolist() == [2]
 
 
-def test_confidence_is_the_best_paths_probability():
-    # Column 1: p(a) = 3/4; column 2: p(blank) = 4/5: "a" with 0.75 * 0.8.
+def test_confidence_sums_every_path_that_spells_the_text():
+    # Column 1: p(a) = 3/4, p(blank) = 1/24; column 2: p(blank) = 4/5, p(a) = 1/30. "a" is spelt by
+    # a-blank (the best path), a-a and blank-a; the confidence is their sum, not the best path's 0.6.
     logp = torch.log(torch.tensor([[[0.75] + [0.25 / 6] * 6, [0.2 / 6] * 6 + [0.8]]]))
     [(text, conf)] = CODEC.decode(logp)
-    assert text == "a" and conf == pytest.approx(0.75 * 0.8, rel=1e-5)
+    assert text == "a" and conf == pytest.approx(0.75 * 0.8 + 0.75 / 30 + 1 / 24 / 30, rel=1e-5)
+    assert CODEC.confidences(logp).item() == pytest.approx(conf, rel=1e-6)
+    # An empty reading: both columns blank.
+    blank = torch.log(torch.tensor([[[0.1 / 6] * 6 + [0.9], [0.2 / 6] * 6 + [0.8]]]))
+    assert CODEC.decode(blank)[0][0] == "" and CODEC.confidences(blank).item() == pytest.approx(0.9 * 0.8, rel=1e-5)
 
 
 def test_edit_distance_and_the_texts_laid_over_the_truth():
