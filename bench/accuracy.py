@@ -9,6 +9,8 @@ uniformly (no --emphasis), as captchas come. Prints one JSON line: the whole-cap
 with its binomial standard error, the character accuracy, the misread characters split into
 the O/0 pair (which the default font draws nearly alike) and the others, and how well the
 confidence is calibrated (expected calibration error, 10 equal bins, and the coverage table).
+--report DIR also writes captcha_test.py's report of them: errors.png (the misread captchas, most
+confident first), confusion.png, reliability.png, metrics.json and predictions.csv.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from captchakit.data.synth import synth_set
 from captchakit.device import choose_device
 from captchakit.errors import run_cli
 from captchakit.evaluate import EvalResult, evaluate
+from captchakit.report.analysis import analyze_result, metrics, write_report
 from captchakit.shipped import resolve_model
 
 STEER_SEED = 10_000_019  # used by this benchmark only
@@ -37,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=cs.MODEL_PATH, help="model to measure (default: %(default)s, else the shipped default model)")
     p.add_argument("--count", type=int, default=10_000, help="captchas to draw (default: %(default)s)")
     p.add_argument("--test-shifts", type=int, default=None, metavar="K", help="read each image also moved K pixels left and right")
+    p.add_argument("--report", default=None, metavar="DIR", help="also write captcha_test.py's report (errors.png ...) of them here")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps (default: auto)")
     return p
 
@@ -84,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": round(time.perf_counter() - start, 1),
         }
     )
+    if args.report:
+        analysis = analyze_result(model.codec, result)
+        write_report(args.report, data, result, analysis, metrics(result, analysis, str(data.folder), str(path), "calibration" in ckpt))
     return 0
 
 

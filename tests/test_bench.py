@@ -38,8 +38,12 @@ def test_time_to_accuracy_reports_every_epoch_and_a_summary(tmp_path):
     assert summary["epochs"] == 2 and summary["peak_rss_mb"] > 0 and (tmp_path / "model.pkl").exists()
 
 
-def test_accuracy_reports_the_standard_error_and_the_errors_by_kind(tiny_model):
-    (record,) = run_bench(ROOT / "bench/accuracy.py", "--model", tiny_model, "--count", "40", "--device", "cpu")
+def test_accuracy_reports_the_standard_error_and_the_errors_by_kind(tiny_model, tmp_path):
+    report = tmp_path / "report"
+    (record,) = run_bench(ROOT / "bench/accuracy.py", "--model", tiny_model, "--count", "40", "--device", "cpu", "--report", report)
+    # --report: captcha_test.py's report of the same captchas, its gallery of the misread ones first.
+    assert json.loads((report / "metrics.json").read_text())["errors"] == record["misread_captchas"]
+    assert (report / "errors.png").stat().st_size > 0 and len((report / "predictions.csv").read_text().splitlines()) == 41
     p, n = record["accuracy"], record["n"]
     assert n == 40 and record["misread_captchas"] == round(n * (1 - p))
     assert abs(record["standard_error"] - (p * (1 - p) / n) ** 0.5) < 1e-5
