@@ -11,7 +11,7 @@ are softened as a Jeffreys prior would (right counts 1 - 0.5/(n+1), wrong 0.5/(n
 small validation set that reads every image right does not push every confidence to 1. A share of
 fewer than FEW_TO_FIT_ALONE images (20-100 when a few hundred labels fine-tune) holds too few
 errors to place T: the fit then also reads VIEWS augmented views of each image (the training
-augmentation, from a fixed seed), which err about as often as unseen images do (docs/BENCHMARKS.md,
+augmentation at VIEW_STRENGTH, from a fixed seed), which err about as often as unseen images do (docs/BENCHMARKS.md,
 "Calibrated confidence"). model.pkl keeps T and its figures under "calibration"; a file without
 them reads with T = 1 and says it is uncalibrated.
 """
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from captchakit.evaluate import model_outputs
-from captchakit.train.augment import augment
+from captchakit.train.augment import AugmentConfig, augment
 
 ECE_BINS = 10  # equal-width bins of confidence over [0, 1]
 THRESHOLDS = (0.5, 0.8, 0.9, 0.95, 0.99)  # captcha_test.py's coverage table
@@ -33,6 +33,7 @@ LOG_T_GRID = np.linspace(math.log(0.05), math.log(5.0), 461)  # steps of 1% in T
 FEW_IMAGES = 100  # a calibration on fewer validation images is rough, and says so
 FEW_TO_FIT_ALONE = 500  # fewer validation images than this: the fit also reads VIEWS augmented views of each
 VIEWS = 8
+VIEW_STRENGTH = 1.5  # the training augmentation, half as strong again: views err about as often as unseen images
 VIEW_SEED = 0
 
 
@@ -88,7 +89,7 @@ def readings(model, data, device, batch_size: int = 256, views: int = 0) -> tupl
     for start, x, out in model_outputs(model, data, device, batch_size):
         truth = data.labels[start : start + len(out)]
         for view in range(1 + views):
-            seen = model(augment(x, gen)).float().cpu() if view else out
+            seen = model(augment(x, gen, AugmentConfig().scaled(VIEW_STRENGTH))).float().cpu() if view else out
             right[view] += [codec.normalize(t) == text for t, text in zip(truth, codec.texts(seen), strict=True)]
             outputs[view].append(seen)
     return torch.cat([torch.cat(o) for o in outputs]), torch.tensor(sum(right, []), dtype=torch.bool)
