@@ -44,6 +44,9 @@ class Calibration:
     ece_before: float | None = None  # expected calibration error on those images, at T = 1 and at T
     ece_after: float | None = None
     views: int = 0  # augmented views of each image the fit read beside it
+    # Saved before session 12 (no "views" key) or never calibrated: a CTC model reads its confidence as
+    # the best column path's probability, as it was fitted, not the text's (LabelCodec.confidences).
+    best_path: bool = False
 
     @property
     def calibrated(self) -> bool:
@@ -56,9 +59,9 @@ class Calibration:
     def from_dict(cls, data: dict | None) -> Calibration:
         """What model.pkl (or an ONNX file's metadata) holds; an older file without it -> uncalibrated."""
         if not isinstance(data, dict):
-            return cls()
-        known = {k: data[k] for k in ("temperature", "images", "ece_before", "ece_after", "views") if k in data}
-        return cls(**known)
+            return cls(best_path=True)
+        known = {k: data[k] for k in ("temperature", "images", "ece_before", "ece_after", "views", "best_path") if k in data}
+        return cls(**{"best_path": "views" not in data, **known})
 
     def describe(self) -> str:
         if not self.calibrated:
@@ -74,7 +77,7 @@ class Calibration:
 def apply(model, data: dict | None) -> Calibration:
     """Give `model`'s codec the stored temperature; returns the Calibration read."""
     calibration = Calibration.from_dict(data)
-    model.codec.temperature = calibration.temperature
+    model.codec.temperature, model.codec.best_path = calibration.temperature, calibration.best_path
     return calibration
 
 
@@ -145,6 +148,7 @@ def calibrate(model, data, device) -> Calibration:
     """Fit the temperature of `model` on `data` (validation images, with augmented views of each when
     they are few), set it on the model's codec, and return it; its errors are those of the plain images."""
     n, codec = len(data), model.codec
+    codec.best_path = False  # a new fit is of the text's probability
     views = VIEWS if n < FEW_TO_FIT_ALONE else 0
     outputs, right = readings(model, data, device, views=views)
     before = ece(codec.confidences(outputs[:n], 1.0), right[:n])

@@ -20,11 +20,14 @@ class LabelError(ValueError):
 
 
 class LabelCodec:
-    def __init__(self, settings: Settings, ctc: bool = False, temperature: float = 1.0):
+    def __init__(self, settings: Settings, ctc: bool = False, temperature: float = 1.0, best_path: bool = False):
         self.settings = settings
         # Logits are divided by it before the softmax that gives the confidence; the texts read do
         # not depend on it. captchakit.calibrate fits it on validation images (1.0: uncalibrated).
         self.temperature = temperature
+        # A CTC model calibrated before session 12 (or never) keeps the confidence it was fitted on:
+        # its best column path's probability (captchakit.calibrate.Calibration.best_path).
+        self.best_path = best_path
         self.charset = settings.charset
         self.length = settings.length
         self.min_length = settings.min_length
@@ -115,7 +118,7 @@ class LabelCodec:
         At temperature 1 it is the model's own probability of the whole text: label smoothing leaves
         it well under the accuracy. With the temperature fitted on validation images
         (captchakit.calibrate) it estimates the probability that the reading is right."""
-        if not self.ctc:
+        if not self.ctc or self.best_path:
             return self.probabilities(logits, temperature).amax(-1).prod(-1)
         return self.spelling_probabilities(logits, texts if texts is not None else self.texts(logits), temperature)
 
@@ -194,7 +197,8 @@ class RestrictedCodec(LabelCodec):
         import torch  # here, as in encode_batch: the codec itself loads without torch
 
         chars = "".join(dict.fromkeys(charset.upper() if ignore_case else charset))
-        super().__init__(base.settings.with_(charset=chars, ignore_case=ignore_case), ctc=base.ctc, temperature=base.temperature)
+        settings = base.settings.with_(charset=chars, ignore_case=ignore_case)
+        super().__init__(settings, ctc=base.ctc, temperature=base.temperature, best_path=base.best_path)
         self.base = base
         self.merge = torch.zeros(base.num_classes, self.num_classes)  # (K_model, K_read): which model classes feed each
         for k, c in enumerate(self.charset):

@@ -17,6 +17,7 @@ import captcha_predict
 import captcha_test
 import captcha_train
 from captcha_setting import Settings
+from captchakit import calibrate
 from captchakit.checkpoint import FORMAT, load_checkpoint, read_checkpoint
 from captchakit.codec import LabelCodec, alignment, edit_distance
 from captchakit.ctc import output_columns
@@ -78,6 +79,10 @@ def test_confidence_sums_every_path_that_spells_the_text():
     [(text, conf)] = CODEC.decode(logp)
     assert text == "a" and conf == pytest.approx(0.75 * 0.8 + 0.75 / 30 + 1 / 24 / 30, rel=1e-5)
     assert CODEC.confidences(logp).item() == pytest.approx(conf, rel=1e-6)
+    # A model calibrated before (its calibration has no "views") reads the best path, as it was fitted.
+    legacy = LabelCodec(CODEC.settings, ctc=True, best_path=calibrate.Calibration.from_dict({"temperature": 1.0}).best_path)
+    assert legacy.decode(logp)[0][1] == pytest.approx(0.75 * 0.8, rel=1e-5)
+    assert not calibrate.Calibration.from_dict(calibrate.Calibration(1.0, 10, 0.1, 0.1).to_dict()).best_path
     # An empty reading: both columns blank.
     blank = torch.log(torch.tensor([[[0.1 / 6] * 6 + [0.9], [0.2 / 6] * 6 + [0.8]]]))
     assert CODEC.decode(blank)[0][0] == "" and CODEC.confidences(blank).item() == pytest.approx(0.9 * 0.8, rel=1e-5)

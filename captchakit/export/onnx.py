@@ -58,8 +58,10 @@ def metadata(model, ckpt: dict) -> dict[str, str]:
         "model_config": json.dumps(model.config.to_dict()),
         "meta": json.dumps(meta),
         "calibration": json.dumps(ckpt.get("calibration")),  # the temperature the reader applies to the output
-        "confidence": "product over positions (CTC: columns) of the largest softmax(output / calibration.temperature); "
-        "temperature 1 when calibration is null",
+        "confidence": "with p = softmax(output / calibration.temperature): the product over positions of the largest p; "
+        "CTC: the probability of the text read under p summed over every column path that spells it (the CTC forward "
+        "pass), or the best path's product where calibration has no 'views' key (fitted before); temperature 1 when "
+        "calibration is null",
         "input": f"{INPUT}: (N, {s.channels}, {s.height}, {s.width}) float32, {'RGB' if s.channels == 3 else 'grey'} in [0, 1], "
         f"prepared by captcha_dataset.load_image{' with keep_aspect' if s.keep_aspect else ''}",
         "output": output_text(model),
@@ -183,7 +185,7 @@ class OnnxRecognizer(Recognizer):
         self.settings = Settings.from_dict(json.loads(props["settings"]))
         self.calibration = Calibration.from_dict(json.loads(props.get("calibration", "null")))
         ctc = json.loads(props.get("model_config", "{}")).get("head") == "ctc"
-        self.codec = LabelCodec(self.settings, ctc=ctc, temperature=self.calibration.temperature)
+        self.codec = LabelCodec(self.settings, ctc=ctc, temperature=self.calibration.temperature, best_path=self.calibration.best_path)
 
     def logits(self, arrays: np.ndarray):
         """(N, H, W[, 3]) uint8 -> (N, length * num_classes) logits (CTC: (N, T, num_classes) log-probs) as a CPU tensor."""
