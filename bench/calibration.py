@@ -17,7 +17,7 @@ floor of the figure on a test set that small. --pool adds one line over all the 
 from __future__ import annotations
 
 import argparse
-import math
+import copy
 
 import numpy as np
 import torch
@@ -30,15 +30,6 @@ from captchakit.data.sets import load_labelled
 from captchakit.export.ship import validation_share
 
 DRAWS = 2_000
-
-
-def best_path(codec, outputs, temperature):
-    return codec.probabilities(outputs, temperature).amax(-1).prod(-1)
-
-
-def fit(outputs, right, confidence) -> float:
-    costs = [cal.log_loss(confidence(outputs, math.exp(g)), right) for g in cal.LOG_T_GRID]
-    return float(math.exp(cal.LOG_T_GRID[int(np.argmin(costs))]))
 
 
 def floor(confidence: np.ndarray) -> tuple[float, float]:
@@ -57,13 +48,11 @@ def study(model_path: str, test_dir: str) -> tuple[dict, np.ndarray, np.ndarray]
     plain = slice(0, len(val))
     t_out, t_right = cal.readings(model, test, "cpu")
     row = {"model": model_path, "test": test_dir, "val": len(val), "n": len(test), "accuracy": round(float(t_right.float().mean()), 4)}
-    path = lambda o, t: best_path(codec, o, t)  # noqa: E731
-    for name, confidence, (o, r) in (
-        ("path_plain", path, (outputs[plain], right[plain])),
-        ("path_views", path, (outputs, right)),
-    ):
-        t = fit(o, r, confidence)
-        row[name] = {"temperature": round(t, 3), "ece": round(cal.ece(confidence(t_out, t), t_right), 4)}
+    before = copy.copy(codec)  # the same codec reading the best path, as models before session 12 were fitted
+    before.best_path = True
+    for name, (o, r) in (("path_plain", (outputs[plain], right[plain])), ("path_views", (outputs, right))):
+        t = cal.fit_temperature(o, r, before)
+        row[name] = {"temperature": round(t, 3), "ece": round(cal.ece(before.confidences(t_out, t), t_right), 4)}
     now = cal.calibrate(model, val, "cpu")
     conf = codec.confidences(t_out).numpy()
     row["now"] = {

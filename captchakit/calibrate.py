@@ -88,11 +88,11 @@ def readings(model, data, device, batch_size: int = 256, views: int = 0) -> tupl
     With `views` K, K augmented views of each image follow the N plain readings: (N * (1 + K), ...)."""
     codec = model.codec
     outputs, right = [[] for _ in range(1 + views)], [[] for _ in range(1 + views)]
-    gen = torch.Generator(device=device).manual_seed(VIEW_SEED)
+    gen, strength = torch.Generator(device=device).manual_seed(VIEW_SEED), AugmentConfig().scaled(VIEW_STRENGTH)
     for start, x, out in model_outputs(model, data, device, batch_size):
         truth = data.labels[start : start + len(out)]
         for view in range(1 + views):
-            seen = model(augment(x, gen, AugmentConfig().scaled(VIEW_STRENGTH))).float().cpu() if view else out
+            seen = model(augment(x, gen, strength)).float().cpu() if view else out
             right[view] += [codec.normalize(t) == text for t, text in zip(truth, codec.texts(seen), strict=True)]
             outputs[view].append(seen)
     return torch.cat([torch.cat(o) for o in outputs]), torch.tensor(sum(right, []), dtype=torch.bool)
