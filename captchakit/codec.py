@@ -7,7 +7,9 @@ character"; labels are padded on the right with it, and decoding drops it.
 The CTC head (`LabelCodec(settings, ctc=True)`) ends in (N, T, num_classes) log-probabilities,
 one row per image column; the last class is CTC's blank ("no character here"), which also pads
 the targets, so the same (N, length) targets serve both (`ctc_targets` adds their lengths).
-Decoding takes the best class of each column, merges repeats and drops blanks (greedy CTC).
+Decoding takes the best class of each column, merges repeats and drops blanks (greedy CTC); a
+text of a length no label has (the settings' min_length to length) is read again as the best
+column path of a length that labels have (`path_of_length`).
 """
 
 from __future__ import annotations
@@ -96,11 +98,22 @@ class LabelCodec:
 
     def texts(self, logits) -> list[str]:
         """The texts read: the best class of each position (CTC: of each column, then collapsed)."""
-        return self.spell(logits.detach().reshape(logits.shape[0], -1, self.num_classes).argmax(-1))
+        scores = logits.detach().float().reshape(logits.shape[0], -1, self.num_classes)
+        return self.spell(scores.argmax(-1), scores.log_softmax(-1) if self.ctc else None)
 
-    def spell(self, idx) -> list[str]:
-        """(N, length) class indices -> texts; a CTC model's (N, T) column paths are collapsed."""
-        return [self.collapse(row) if self.ctc else self.decode_indices(row) for row in idx.tolist()]
+    def spell(self, idx, logp=None) -> list[str]:
+        """(N, length) class indices -> texts; a CTC model's (N, T) column paths are collapsed, and
+        given its (N, T, num_classes) log-probabilities, a text of a length no label has is read
+        again as the best column path of a length that labels have (`path_of_length`): a character
+        held over a blank, or two merged into one, is the CTC reader's usual slip."""
+        if not self.ctc:
+            return [self.decode_indices(row) for row in idx.tolist()]
+        texts = [self.collapse(row) for row in idx.tolist()]
+        for i, text in enumerate(texts):
+            if logp is not None and not self.min_length <= len(text) <= self.length:
+                path = path_of_length(logp[i].numpy(), self.blank, self.min_length, self.length)
+                texts[i] = text if path is None else self.collapse(path)
+        return texts
 
     def probabilities(self, logits, temperature: float | None = None):
         """(N, length or T, num_classes): the softmax of each position (or column) of the logits
@@ -159,6 +172,46 @@ class LabelCodec:
         return out
 
 
+def path_of_length(logp, blank: int, shortest: int, longest: int) -> list[int] | None:
+    """The most probable column path of (T, K) log-probabilities `logp` (numpy) that spells from
+    `shortest` to `longest` characters, or None when T columns cannot (a Viterbi pass).
+
+    State (k, s): k characters spelled so far, s the class of the latest column. A column of class c
+    after a column of c continues the same character; after any other class it spells one more."""
+    import numpy as np
+
+    columns, classes = logp.shape
+    score = np.full((longest + 1, classes), -np.inf)  # (k, s)
+    score[0, blank] = logp[0, blank]
+    if longest:
+        score[1] = np.where(np.arange(classes) == blank, -np.inf, logp[0])
+    back = np.zeros((columns, longest + 1, classes, 2), dtype=np.int64)  # the state each came from
+    ks = np.arange(longest + 1)
+    for t in range(1, columns):
+        order = np.argsort(score, axis=1)[:, ::-1][:, :2]  # the two best classes at each k: (k, 2)
+        first, second = score[ks, order[:, 0]], score[ks, order[:, 1]]
+        # A new character c at k comes from k - 1's best class other than c.
+        enter_from = np.where(order[:-1, :1] == np.arange(classes), order[:-1, 1:], order[:-1, :1])  # (k-1, K)
+        enter = np.where(order[:-1, :1] == np.arange(classes), second[:-1, None], first[:-1, None])
+        new = np.full_like(score, -np.inf)
+        stay = score[1:]  # the same character held: (k, c) -> (k, c)
+        take = stay >= enter
+        new[1:] = np.where(take, stay, enter) + logp[t]
+        back[t, 1:, :, 0] = np.where(take, ks[1:, None], ks[:-1, None])
+        back[t, 1:, :, 1] = np.where(take, np.arange(classes), enter_from)
+        new[:, blank] = first + logp[t, blank]  # a blank follows anything and spells nothing
+        back[t, :, blank, 0], back[t, :, blank, 1] = ks, order[:, 0]
+        score = new
+    k, s = np.unravel_index(np.argmax(score[shortest:]), score[shortest:].shape)
+    if not np.isfinite(score[shortest + k, s]):
+        return None
+    state, path = (shortest + int(k), int(s)), []
+    for t in range(columns - 1, -1, -1):
+        path.append(state[1])
+        state = tuple(back[t, state[0], state[1]])
+    return path[::-1]
+
+
 def alignment(a: str, b: str) -> list[tuple[int | None, int | None]]:
     """A cheapest edit alignment of `a` onto `b`: (i, j) pairs, i None for a character only `b`
     has (inserted), j None for one only `a` has (dropped). Labels are short: plain dynamic programming."""
@@ -215,4 +268,5 @@ class RestrictedCodec(LabelCodec):
         return merged / merged.sum(-1, keepdim=True).clamp_min(1e-12)
 
     def texts(self, logits) -> list[str]:
-        return self.spell(self.probabilities(logits).argmax(-1))
+        p = self.probabilities(logits)
+        return self.spell(p.argmax(-1), p.clamp_min(1e-30).log() if self.ctc else None)

@@ -1,8 +1,9 @@
-"""The CTC head: codec targets and greedy decoding, the head's shapes and loss, scoring, and a tiny
+"""The CTC head: codec targets and decoding (greedy, and at a length labels have), the head's shapes and loss, scoring, and a tiny
 variable-length folder trained, tested, predicted and exported end to end; old models keep their head."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -19,7 +20,7 @@ import captcha_train
 from captcha_setting import Settings
 from captchakit import calibrate
 from captchakit.checkpoint import FORMAT, load_checkpoint, read_checkpoint
-from captchakit.codec import LabelCodec, alignment, edit_distance
+from captchakit.codec import LabelCodec, alignment, edit_distance, path_of_length
 from captchakit.ctc import output_columns
 from captchakit.data.sets import in_memory
 from captchakit.evaluate import evaluate
@@ -75,17 +76,47 @@ def test_repeats_need_a_blank_between_them():
 def test_confidence_sums_every_path_that_spells_the_text():
     # Column 1: p(a) = 3/4, p(blank) = 1/24; column 2: p(blank) = 4/5, p(a) = 1/30. "a" is spelt by
     # a-blank (the best path), a-a and blank-a; the confidence is their sum, not the best path's 0.6.
+    codec = LabelCodec(Settings(charset="abc123", length=6, min_length=1), ctc=True)  # labels of one character too
     logp = torch.log(torch.tensor([[[0.75] + [0.25 / 6] * 6, [0.2 / 6] * 6 + [0.8]]]))
-    [(text, conf)] = CODEC.decode(logp)
+    [(text, conf)] = codec.decode(logp)
     assert text == "a" and conf == pytest.approx(0.75 * 0.8 + 0.75 / 30 + 1 / 24 / 30, rel=1e-5)
-    assert CODEC.confidences(logp).item() == pytest.approx(conf, rel=1e-6)
+    assert codec.confidences(logp).item() == pytest.approx(conf, rel=1e-6)
     # A model calibrated before (its calibration has no "views") reads the best path, as it was fitted.
-    legacy = LabelCodec(CODEC.settings, ctc=True, best_path=calibrate.Calibration.from_dict({"temperature": 1.0}).best_path)
+    legacy = LabelCodec(codec.settings, ctc=True, best_path=calibrate.Calibration.from_dict({"temperature": 1.0}).best_path)
     assert legacy.decode(logp)[0][1] == pytest.approx(0.75 * 0.8, rel=1e-5)
     assert not calibrate.Calibration.from_dict(calibrate.Calibration(1.0, 10, 0.1, 0.1).to_dict()).best_path
-    # An empty reading: both columns blank.
-    blank = torch.log(torch.tensor([[[0.1 / 6] * 6 + [0.9], [0.2 / 6] * 6 + [0.8]]]))
-    assert CODEC.decode(blank)[0][0] == "" and CODEC.confidences(blank).item() == pytest.approx(0.9 * 0.8, rel=1e-5)
+    # An empty reading: one blank column cannot spell the two characters the shortest label has.
+    blank = torch.log(torch.tensor([[[0.1 / 6] * 6 + [0.9]]]))
+    assert CODEC.decode(blank)[0][0] == "" and CODEC.confidences(blank).item() == pytest.approx(0.9, rel=1e-5)
+
+
+def test_a_reading_of_a_length_no_label_has_is_read_again_at_a_length_labels_have():
+    fixed = LabelCodec(Settings(charset="abc", length=3), ctc=True)
+    a, b, c, blank = 0, 1, 2, fixed.blank
+    # Best classes a b c - c -: "abcc". The last c is a near tie with the blank, so the best path of
+    # three characters blanks it (a factor 0.45 / 0.5) rather than the fourth column's blank (0.05 / 0.9).
+    rows = [[0.9, 0.03, 0.03, 0.04], [0.03, 0.9, 0.03, 0.04], [0.03, 0.03, 0.9, 0.04]]
+    rows += [[0.02, 0.03, 0.05, 0.9], [0.02, 0.03, 0.5, 0.45], [0.03, 0.03, 0.04, 0.9]]
+    logp = torch.tensor([rows]).log()
+    assert fixed.collapse(logp[0].argmax(-1).tolist()) == "abcc"
+    [(text, conf)] = fixed.decode(logp)
+    assert text == "abc" and conf == pytest.approx(fixed.spelling_probabilities(logp, ["abc"]).item())
+    assert path_of_length(logp[0].numpy(), blank, 3, 3) == [a, b, c, blank, blank, blank]
+    assert path_of_length(logp[0, :2].numpy(), blank, 3, 3) is None  # two columns cannot spell three characters
+
+
+@fast
+@given(st.integers(1, 4), st.integers(2, 3), st.integers(1, 3), st.integers(0, 2), st.integers(0, 10_000))
+def test_the_best_path_of_a_length_is_the_best_of_every_path(columns, classes, shortest, extra, seed):
+    logp = torch.randn(columns, classes, generator=torch.Generator().manual_seed(seed)).log_softmax(-1).double().numpy()
+    blank, codec = classes - 1, LabelCodec(Settings(charset="ab"[: classes - 1], length=shortest + extra, min_length=shortest), ctc=True)
+    spelt = [p for p in itertools.product(range(classes), repeat=columns) if shortest <= len(codec.collapse(list(p))) <= shortest + extra]
+    found = path_of_length(logp, blank, shortest, shortest + extra)
+    if not spelt:
+        assert found is None
+        return
+    assert shortest <= len(codec.collapse(found)) <= shortest + extra
+    assert logp[range(columns), found].sum() == pytest.approx(max(logp[range(columns), p].sum() for p in spelt))
 
 
 def test_edit_distance_and_the_texts_laid_over_the_truth():
@@ -150,11 +181,11 @@ class SureModel(torch.nn.Module):
 
 
 def test_evaluate_scores_ctc_on_the_decoded_texts():
-    labels, read = ["abc", "ab12", "a1b2c3"], ["abc", "a12", "a1b2c3a"]  # one right, one dropped, one extra
+    labels, read = ["abc", "ab12", "a1b"], ["abc", "a12", "a1b2"]  # one right, one dropped, one extra
     data = in_memory("t", torch.zeros(3, 32, 96, dtype=torch.uint8).numpy(), ["x", "y", "z"], labels)
     result = evaluate(SureModel(read), data, "cpu", keep_predictions=True)
     assert result.accuracy == pytest.approx(1 / 3)
-    assert result.char_accuracy == pytest.approx(1 - 2 / 13)  # 1 - edit distance / true characters
+    assert result.char_accuracy == pytest.approx(1 - 2 / 10)  # 1 - edit distance / true characters
     assert [p[2] for p in result.predictions] == read
     analysis = analyze(CODEC, labels, result.guesses, [p[3] for p in result.predictions], read)
     assert sorted(analysis.errors) == [1, 2]  # the extra character counts though no position shows it

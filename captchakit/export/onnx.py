@@ -72,7 +72,10 @@ def output_text(model) -> str:
     """The metadata's description of the output: what the codec reads back."""
     k = model.codec.num_classes
     if model.codec.ctc:
-        return f"{OUTPUT}: (N, T, {k}) log-probabilities per image column, class {model.codec.blank} the CTC blank; greedy CTC decoding"
+        return (
+            f"{OUTPUT}: (N, T, {k}) log-probabilities per image column, class {model.codec.blank} the CTC blank; "
+            "greedy CTC decoding; a text of a length outside the settings' is read as the best column path of a length inside"
+        )
     return f"{OUTPUT}: (N, {model.settings.length} * {k}) logits, one softmax block per character position"
 
 
