@@ -75,6 +75,16 @@ def test_only_sure_and_shift_steady_readings_are_kept(tiny_model, tiny_data):
     assert all(c >= middle for _, _, c in some)
 
 
+def test_a_round_is_judged_by_validation_only_when_the_share_can_tell():
+    # 50 validation images and more: a round that validates worse than the best so far is turned down
+    assert pseudo.adopts(0.96, 0.96, 50) and pseudo.adopts(0.98, 0.96, 200)
+    assert not pseudo.adopts(0.95, 0.96, 50)
+    assert pseudo.verdict(False, 200) == "not kept"
+    # 20 images: one of them is 5 points, noise rather than judgement, so the round is kept
+    assert pseudo.adopts(0.95, 1.0, 20)
+    assert pseudo.verdict(True, 20) == "kept (20 validation images are too few to judge a round by)"
+
+
 def _pngs(tiny_data):
     from PIL import Image
 

@@ -6,7 +6,10 @@ and the image moved PROBE_SHIFT pixels left and right reads the same (a reading 
 under a small shift is a guess). The kept readings join the labelled training images, and the
 model is fine-tuned on both; the validation share, which only has true labels, judges it, and
 model.pkl is replaced only by a round that validates at least as well, so wrong pseudo-labels
-cannot take the model below what the labels alone gave. Every kept reading is written to
+cannot take the model below what the labels alone gave. A validation share too small to choose an
+epoch by (FEW_TO_CHOOSE) is too small to judge a round as well: one image decides, and the rounds
+it turned down read better on held-out images (docs/BENCHMARKS.md, "Few labels and pseudo-labels"); every round
+is then kept, as the last epoch is. Every kept reading is written to
 <model>_run/pseudo_labels.csv (file, reading, confidence, round) for inspection.
 
 The rounds share one budget of training images, as many as the labelled run saw, so that the
@@ -33,7 +36,7 @@ from captchakit.errors import UserError
 from captchakit.evaluate import model_outputs
 from captchakit.files import atomic_path
 from captchakit.model import shift_columns
-from captchakit.train.config import TrainConfig
+from captchakit.train.config import FEW_TO_CHOOSE, TrainConfig
 from captchakit.train.resume import run_files
 
 PROBE_SHIFT = 2  # pixels: the consistency probe's move left and right
@@ -111,14 +114,26 @@ def rounds(config: TrainConfig, train: LabelledSet, val: LabelledSet, images_see
         path = folder / f"pseudo_round{r}.pkl"
         cfg = replace(config, model=str(path), epochs=epochs, patience=0, unlabelled=None)
         accuracy = train_round(cfg, model, data)
-        adopted = accuracy >= best
-        print(f"round {r}: validation {accuracy:.2%} against {best:.2%} before: {'kept' if adopted else 'not kept'}")
+        adopted = adopts(accuracy, best, len(val))
+        print(f"round {r}: validation {accuracy:.2%} against {best:.2%} before: {verdict(adopted, len(val))}")
         if not adopted:
             break  # the next round would read with the same model, keep the same images and train the same way
         best = accuracy
         note = {"rounds": r, "kept": len(kept), "unlabelled": str(pool.folder), "threshold": config.pseudo_threshold}
         adopt(path, config.model, note)
         model, _ = load_checkpoint(config.model, device)
+
+
+def adopts(accuracy: float, best: float, n_val: int) -> bool:
+    """Whether a round's model replaces model.pkl: it validates at least as well as the best so far,
+    or the validation share is too small to tell (fewer than FEW_TO_CHOOSE images)."""
+    return n_val < FEW_TO_CHOOSE or accuracy >= best
+
+
+def verdict(adopted: bool, n_val: int) -> str:
+    if n_val < FEW_TO_CHOOSE:
+        return f"kept ({n_val} validation images are too few to judge a round by)"
+    return "kept" if adopted else "not kept"
 
 
 def adopt(path: Path, model_path, note: dict) -> None:
