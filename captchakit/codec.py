@@ -108,10 +108,12 @@ class LabelCodec:
         held over a blank, or two merged into one, is the CTC reader's usual slip."""
         if not self.ctc:
             return [self.decode_indices(row) for row in idx.tolist()]
+        from captchakit import ctc_paths  # here, not above: captcha_gen.py uses the codec without torch or numpy
+
         texts = [self.collapse(row) for row in idx.tolist()]
         for i, text in enumerate(texts):
             if logp is not None and not self.min_length <= len(text) <= self.length:
-                path = path_of_length(logp[i].numpy(), self.blank, self.min_length, self.length)
+                path = ctc_paths.path_of_length(logp[i].numpy(), self.blank, self.min_length, self.length)
                 texts[i] = text if path is None else self.collapse(path)
         return texts
 
@@ -133,7 +135,17 @@ class LabelCodec:
         (captchakit.calibrate) it estimates the probability that the reading is right."""
         if not self.ctc or self.best_path:
             return self.probabilities(logits, temperature).amax(-1).prod(-1)
-        return self.spelling_probabilities(logits, texts if texts is not None else self.texts(logits), temperature)
+        spelt = self.spelling_probabilities(logits, texts if texts is not None else self.texts(logits), temperature)
+        return (spelt / self.length_mass(logits, temperature)).clamp_(0.0, 1.0)
+
+    def length_mass(self, logits, temperature: float | None = None):
+        """(N,) the probability, under a CTC head's (N, T, num_classes) logits, of spelling a text of a
+        length that labels have: the confidence is the text's probability given that, since a label
+        never has another length (1 where no path of T columns can)."""
+        from captchakit.ctc_paths import length_mass
+
+        mass = length_mass(self.probabilities(logits, temperature).clamp_min(1e-30).log(), self.blank, self.min_length, self.length)
+        return mass.where(mass > 0, mass.new_ones(()))
 
     def spelling_probabilities(self, logits, texts: list[str], temperature: float | None = None):
         """(N,) the probability of each of `texts` under a CTC head's (N, T, num_classes) logits,
@@ -170,46 +182,6 @@ class LabelCodec:
         for slot, cls in zip(free, extra, strict=False):
             out[slot] = cls
         return out
-
-
-def path_of_length(logp, blank: int, shortest: int, longest: int) -> list[int] | None:
-    """The most probable column path of (T, K) log-probabilities `logp` (numpy) that spells from
-    `shortest` to `longest` characters, or None when T columns cannot (a Viterbi pass).
-
-    State (k, s): k characters spelled so far, s the class of the latest column. A column of class c
-    after a column of c continues the same character; after any other class it spells one more."""
-    import numpy as np
-
-    columns, classes = logp.shape
-    score = np.full((longest + 1, classes), -np.inf)  # (k, s)
-    score[0, blank] = logp[0, blank]
-    if longest:
-        score[1] = np.where(np.arange(classes) == blank, -np.inf, logp[0])
-    back = np.zeros((columns, longest + 1, classes, 2), dtype=np.int64)  # the state each came from
-    ks = np.arange(longest + 1)
-    for t in range(1, columns):
-        order = np.argsort(score, axis=1)[:, ::-1][:, :2]  # the two best classes at each k: (k, 2)
-        first, second = score[ks, order[:, 0]], score[ks, order[:, 1]]
-        # A new character c at k comes from k - 1's best class other than c.
-        enter_from = np.where(order[:-1, :1] == np.arange(classes), order[:-1, 1:], order[:-1, :1])  # (k-1, K)
-        enter = np.where(order[:-1, :1] == np.arange(classes), second[:-1, None], first[:-1, None])
-        new = np.full_like(score, -np.inf)
-        stay = score[1:]  # the same character held: (k, c) -> (k, c)
-        take = stay >= enter
-        new[1:] = np.where(take, stay, enter) + logp[t]
-        back[t, 1:, :, 0] = np.where(take, ks[1:, None], ks[:-1, None])
-        back[t, 1:, :, 1] = np.where(take, np.arange(classes), enter_from)
-        new[:, blank] = first + logp[t, blank]  # a blank follows anything and spells nothing
-        back[t, :, blank, 0], back[t, :, blank, 1] = ks, order[:, 0]
-        score = new
-    k, s = np.unravel_index(np.argmax(score[shortest:]), score[shortest:].shape)
-    if not np.isfinite(score[shortest + k, s]):
-        return None
-    state, path = (shortest + int(k), int(s)), []
-    for t in range(columns - 1, -1, -1):
-        path.append(state[1])
-        state = tuple(back[t, state[0], state[1]])
-    return path[::-1]
 
 
 def alignment(a: str, b: str) -> list[tuple[int | None, int | None]]:

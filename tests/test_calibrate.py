@@ -35,6 +35,9 @@ def test_fit_finds_the_temperature_the_truth_was_drawn_at(temperature):
     logits, right = labels_drawn_at(temperature, 4000)
     fitted = calibrate.fit_temperature(logits, right, CODEC)
     assert fitted == pytest.approx(temperature, rel=0.1)
+    # the coarse pass and the fine one around it find the whole grid's best step
+    costs = [calibrate.log_loss(CODEC.confidences(logits, math.exp(g)), right) for g in calibrate.LOG_T_GRID]
+    assert fitted == pytest.approx(math.exp(calibrate.LOG_T_GRID[int(np.argmin(costs))]))
     assert calibrate.ece(CODEC.confidences(logits, fitted), right) < 0.03
     assert calibrate.ece(CODEC.confidences(logits, 1.0), right) > 0.05  # the raw confidence was off
 

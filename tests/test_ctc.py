@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 
 import pytest
 import torch
@@ -20,8 +21,9 @@ import captcha_train
 from captcha_setting import Settings
 from captchakit import calibrate
 from captchakit.checkpoint import FORMAT, load_checkpoint, read_checkpoint
-from captchakit.codec import LabelCodec, alignment, edit_distance, path_of_length
+from captchakit.codec import LabelCodec, alignment, edit_distance
 from captchakit.ctc import output_columns
+from captchakit.ctc_paths import length_mass, path_of_length
 from captchakit.data.sets import in_memory
 from captchakit.evaluate import evaluate
 from captchakit.model import CaptchaCNN, ModelConfig, with_test_shifts
@@ -79,7 +81,8 @@ def test_confidence_sums_every_path_that_spells_the_text():
     codec = LabelCodec(Settings(charset="abc123", length=6, min_length=1), ctc=True)  # labels of one character too
     logp = torch.log(torch.tensor([[[0.75] + [0.25 / 6] * 6, [0.2 / 6] * 6 + [0.8]]]))
     [(text, conf)] = codec.decode(logp)
-    assert text == "a" and conf == pytest.approx(0.75 * 0.8 + 0.75 / 30 + 1 / 24 / 30, rel=1e-5)
+    # Given that a label has a character, the empty reading (blank-blank, 1/24 * 4/5) is ruled out.
+    assert text == "a" and conf == pytest.approx((0.75 * 0.8 + 0.75 / 30 + 1 / 24 / 30) / (1 - 0.8 / 24), rel=1e-5)
     assert codec.confidences(logp).item() == pytest.approx(conf, rel=1e-6)
     # A model calibrated before (its calibration has no "views") reads the best path, as it was fitted.
     legacy = LabelCodec(codec.settings, ctc=True, best_path=calibrate.Calibration.from_dict({"temperature": 1.0}).best_path)
@@ -100,7 +103,9 @@ def test_a_reading_of_a_length_no_label_has_is_read_again_at_a_length_labels_hav
     logp = torch.tensor([rows]).log()
     assert fixed.collapse(logp[0].argmax(-1).tolist()) == "abcc"
     [(text, conf)] = fixed.decode(logp)
-    assert text == "abc" and conf == pytest.approx(fixed.spelling_probabilities(logp, ["abc"]).item())
+    # Its confidence: the probability of "abc" given that the text has three characters.
+    spelt, three = fixed.spelling_probabilities(logp, ["abc"]).item(), fixed.length_mass(logp).item()
+    assert text == "abc" and three < 1 and conf == pytest.approx(spelt / three)
     assert path_of_length(logp[0].numpy(), blank, 3, 3) == [a, b, c, blank, blank, blank]
     assert path_of_length(logp[0, :2].numpy(), blank, 3, 3) is None  # two columns cannot spell three characters
 
@@ -112,6 +117,8 @@ def test_the_best_path_of_a_length_is_the_best_of_every_path(columns, classes, s
     blank, codec = classes - 1, LabelCodec(Settings(charset="ab"[: classes - 1], length=shortest + extra, min_length=shortest), ctc=True)
     spelt = [p for p in itertools.product(range(classes), repeat=columns) if shortest <= len(codec.collapse(list(p))) <= shortest + extra]
     found = path_of_length(logp, blank, shortest, shortest + extra)
+    mass = length_mass(torch.from_numpy(logp)[None], blank, shortest, shortest + extra).item()
+    assert mass == pytest.approx(sum(math.exp(logp[range(columns), p].sum()) for p in spelt), abs=1e-6)
     if not spelt:
         assert found is None
         return
