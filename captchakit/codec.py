@@ -9,7 +9,7 @@ one row per image column; the last class is CTC's blank ("no character here"), w
 the targets, so the same (N, length) targets serve both (`ctc_targets` adds their lengths).
 Decoding takes the best class of each column, merges repeats and drops blanks (greedy CTC); a
 text of a length no label has (the settings' min_length to length) is read again as the best
-column path of a length that labels have (`path_of_length`).
+column path of a length that labels have (captchakit.ctc_paths).
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ class LabelCodec:
         texts = [self.collapse(row) for row in idx.tolist()]
         for i, text in enumerate(texts):
             if logp is not None and not self.min_length <= len(text) <= self.length:
-                path = ctc_paths.path_of_length(logp[i].numpy(), self.blank, self.min_length, self.length)
+                path = ctc_paths.path_of_length(logp[i].cpu().numpy(), self.blank, self.min_length, self.length)
                 texts[i] = text if path is None else self.collapse(path)
         return texts
 
@@ -128,7 +128,8 @@ class LabelCodec:
         dividing the logits by the temperature. Positions count as independent: the product of their
         winning probabilities. A CTC head sums over every column path that spells the text: at a
         character's edge, blank or character is a near tie that changes nothing read, and the best
-        path alone would count it as doubt (docs/BENCHMARKS.md, "Calibrated confidence").
+        path alone would count it as doubt (docs/BENCHMARKS.md, "Calibrated confidence"); divided by
+        the probability of any text of the labels' lengths, it is the text's probability given that.
 
         At temperature 1 it is the model's own probability of the whole text: label smoothing leaves
         it well under the accuracy. With the temperature fitted on validation images

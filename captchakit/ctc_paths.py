@@ -58,7 +58,7 @@ def length_mass(logp: torch.Tensor, blank: int, shortest: int, longest: int) -> 
     n, columns, classes = logp.shape
     score = logp.new_full((n, longest + 1, classes), -torch.inf)  # (N, k, s), log-probabilities
     score[:, 0, blank] = logp[:, 0, blank]
-    chars = torch.arange(classes) != blank
+    chars = torch.arange(classes, device=logp.device) != blank
     score[:, 1, chars] = logp[:, 0, chars]
     for t in range(1, columns):
         total = score.logsumexp(2, keepdim=True)  # (N, k, 1)
