@@ -14,6 +14,7 @@ column path of a length that labels have (captchakit.ctc_paths).
 
 from __future__ import annotations
 
+from captchakit import ctc_paths
 from captchakit.settings import Settings
 
 
@@ -108,8 +109,6 @@ class LabelCodec:
         held over a blank, or two merged into one, is the CTC reader's usual slip."""
         if not self.ctc:
             return [self.decode_indices(row) for row in idx.tolist()]
-        from captchakit import ctc_paths  # here, not above: captcha_gen.py uses the codec without torch or numpy
-
         texts = [self.collapse(row) for row in idx.tolist()]
         for i, text in enumerate(texts):
             if logp is not None and not self.min_length <= len(text) <= self.length:
@@ -143,9 +142,8 @@ class LabelCodec:
         """(N,) the probability, under a CTC head's (N, T, num_classes) logits, of spelling a text of a
         length that labels have: the confidence is the text's probability given that, since a label
         never has another length (1 where no path of T columns can)."""
-        from captchakit.ctc_paths import length_mass
-
-        mass = length_mass(self.probabilities(logits, temperature).clamp_min(1e-30).log(), self.blank, self.min_length, self.length)
+        logp = self.probabilities(logits, temperature).clamp_min(1e-30).log()
+        mass = ctc_paths.length_mass(logp, self.blank, self.min_length, self.length)
         return mass.where(mass > 0, mass.new_ones(()))
 
     def spelling_probabilities(self, logits, texts: list[str], temperature: float | None = None):

@@ -13,7 +13,6 @@ other class it spells one more.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 
 def path_of_length(logp, blank: int, shortest: int, longest: int) -> list[int] | None:
@@ -51,9 +50,11 @@ def path_of_length(logp, blank: int, shortest: int, longest: int) -> list[int] |
     return path[::-1]
 
 
-def length_mass(logp: torch.Tensor, blank: int, shortest: int, longest: int) -> torch.Tensor:
+def length_mass(logp, blank: int, shortest: int, longest: int):
     """(N,) the total probability of the column paths of (N, T, K) log-probabilities `logp` that
     spell from `shortest` to `longest` characters (the forward pass of `path_of_length`, summed)."""
+    import torch  # here, not above: captcha_gen.py imports the codec, and so this, without torch
+
     logp = logp.double()
     n, columns, classes = logp.shape
     score = logp.new_full((n, longest + 1, classes), -torch.inf)  # (N, k, s), log-probabilities
