@@ -100,19 +100,21 @@ class LabelCodec:
     def texts(self, logits) -> list[str]:
         """The texts read: the best class of each position (CTC: of each column, then collapsed)."""
         scores = logits.detach().float().reshape(logits.shape[0], -1, self.num_classes)
-        return self.spell(scores.argmax(-1), scores.log_softmax(-1) if self.ctc else None)
+        return self.spell(scores.argmax(-1), scores if self.ctc else None)
 
-    def spell(self, idx, logp=None) -> list[str]:
+    def spell(self, idx, scores=None) -> list[str]:
         """(N, length) class indices -> texts; a CTC model's (N, T) column paths are collapsed, and
-        given its (N, T, num_classes) log-probabilities, a text of a length no label has is read
-        again as the best column path of a length that labels have (`path_of_length`): a character
-        held over a blank, or two merged into one, is the CTC reader's usual slip."""
+        given its (N, T, num_classes) scores (logits or log-probabilities), a text of a length no
+        label has is read again as the best column path of a length that labels have
+        (`path_of_length`): a character held over a blank, or two merged into one, is the CTC
+        reader's usual slip. Only those rows are turned into log-probabilities."""
         if not self.ctc:
             return [self.decode_indices(row) for row in idx.tolist()]
         texts = [self.collapse(row) for row in idx.tolist()]
         for i, text in enumerate(texts):
-            if logp is not None and not self.min_length <= len(text) <= self.length:
-                path = ctc_paths.path_of_length(logp[i].cpu().numpy(), self.blank, self.min_length, self.length)
+            if scores is not None and not self.min_length <= len(text) <= self.length:
+                logp = scores[i].float().log_softmax(-1).cpu().numpy()  # (T, num_classes)
+                path = ctc_paths.path_of_length(logp, self.blank, self.min_length, self.length)
                 texts[i] = text if path is None else self.collapse(path)
         return texts
 
@@ -121,6 +123,10 @@ class LabelCodec:
         divided by the temperature."""
         t = self.temperature if temperature is None else temperature
         return (logits.detach().float().reshape(logits.shape[0], -1, self.num_classes) / t).softmax(-1)
+
+    def log_probabilities(self, logits, temperature: float | None = None):
+        """The log of `probabilities`, kept finite: what the CTC passes over the columns read."""
+        return self.probabilities(logits, temperature).clamp_min(1e-30).log()
 
     def confidences(self, logits, temperature: float | None = None, texts: list[str] | None = None):
         """(N,) float tensor: the probability of each text read (`texts`, if already read), after
@@ -135,24 +141,31 @@ class LabelCodec:
         (captchakit.calibrate) it estimates the probability that the reading is right."""
         if not self.ctc or self.best_path:
             return self.probabilities(logits, temperature).amax(-1).prod(-1)
-        spelt = self.spelling_probabilities(logits, texts if texts is not None else self.texts(logits), temperature)
-        return (spelt / self.length_mass(logits, temperature)).clamp_(0.0, 1.0)
+        logp = self.log_probabilities(logits, temperature)  # (N, T, K), read by both passes
+        spelt = self.spelled(logp, texts if texts is not None else self.texts(logits))
+        return (spelt / self.in_lengths(logp)).clamp_(0.0, 1.0)
 
     def length_mass(self, logits, temperature: float | None = None):
         """(N,) the probability, under a CTC head's (N, T, num_classes) logits, of spelling a text of a
         length that labels have: the confidence is the text's probability given that, since a label
         never has another length (1 where no path of T columns can)."""
-        logp = self.probabilities(logits, temperature).clamp_min(1e-30).log()
+        return self.in_lengths(self.log_probabilities(logits, temperature))
+
+    def in_lengths(self, logp):
+        """`length_mass` of (N, T, K) log-probabilities."""
         mass = ctc_paths.length_mass(logp, self.blank, self.min_length, self.length)
         return mass.where(mass > 0, mass.new_ones(()))
 
     def spelling_probabilities(self, logits, texts: list[str], temperature: float | None = None):
         """(N,) the probability of each of `texts` under a CTC head's (N, T, num_classes) logits,
         summed over every path of T columns that collapses to it (the CTC forward pass)."""
+        return self.spelled(self.log_probabilities(logits, temperature), texts)
+
+    def spelled(self, logp, texts: list[str]):
+        """`spelling_probabilities` of (N, T, K) log-probabilities."""
         import torch  # here, not above: captcha_gen.py and captcha_dataset.py use the codec without torch
         import torch.nn.functional as F
 
-        logp = self.probabilities(logits, temperature).clamp_min(1e-30).log()  # (N, T, K)
         n, columns = logp.shape[:2]
         targets = torch.full((n, max([1, *map(len, texts)])), self.blank, dtype=torch.long)
         for i, text in enumerate(texts):
@@ -239,5 +252,5 @@ class RestrictedCodec(LabelCodec):
         return merged / merged.sum(-1, keepdim=True).clamp_min(1e-12)
 
     def texts(self, logits) -> list[str]:
-        p = self.probabilities(logits)
-        return self.spell(p.argmax(-1), p.clamp_min(1e-30).log() if self.ctc else None)
+        logp = self.log_probabilities(logits)
+        return self.spell(logp.argmax(-1), logp if self.ctc else None)

@@ -7,8 +7,9 @@ Connectionist temporal classification (Graves et al., 2006) reads the image colu
 instead: each column gives a probability for every character and for a blank ("none here"),
 and the loss sums over every way the columns can spell the label, so no position is ever
 located by hand. Reading (captchakit.codec.LabelCodec.decode) takes each column's best class,
-merges repeats and drops blanks, and keeps the text to the labels' lengths. Which head wins on variable-length styles, and by how much:
-docs/BENCHMARKS.md, "Variable length: CTC against the attention head".
+merges repeats and drops blanks, and keeps the text to the labels' lengths. Which head wins on
+variable-length styles, and by how much: docs/BENCHMARKS.md, "Variable length: CTC against the
+attention head".
 """
 
 from __future__ import annotations

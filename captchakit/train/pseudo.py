@@ -8,8 +8,8 @@ model is fine-tuned on both; the validation share, which only has true labels, j
 model.pkl is replaced only by a round that validates at least as well, so wrong pseudo-labels
 cannot take the model below what the labels alone gave. A validation share too small to choose an
 epoch by (FEW_TO_CHOOSE) is too small to judge a round as well: one image decides, and the rounds
-it turned down read better on held-out images (docs/BENCHMARKS.md, "Few labels and pseudo-labels"); every round
-is then kept, as the last epoch is. Every kept reading is written to
+it turned down read better on held-out images (docs/BENCHMARKS.md, "Few labels and pseudo-labels");
+every round is then kept, as the last epoch is. Every kept reading is written to
 <model>_run/pseudo_labels.csv (file, reading, confidence, round) for inspection.
 
 The rounds share one budget of training images, as many as the labelled run saw, so that the
