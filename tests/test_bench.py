@@ -72,3 +72,28 @@ def test_few_labels_reports_each_variant_and_counts_wrong_pseudo_labels(tmp_path
     assert row["n"] == pooled["n"] == 8 and row["accuracy"] == pooled["accuracy"] == rows[0]["accuracy"]
     assert row["now"]["ece"] == pytest.approx(rows[0]["ece"], abs=1e-4) == pooled["ece"]
     assert 0 <= row["perfect_mean"] <= 1 and 0 <= row["perfect_p90"] <= 1 and {"path_plain", "path_views"} <= row.keys()
+
+
+def test_ambiguity_draws_the_misread_captchas_blind_and_scores_a_persons_readings(tiny_model, tmp_path):
+    report, blind = tmp_path / "report", tmp_path / "blind"
+    run_bench(ROOT / "bench/accuracy.py", "--model", tiny_model, "--count", "30", "--device", "cpu", "--report", report)
+    lines = (report / "predictions.csv").read_text().splitlines()[1:]
+    wrong = [line.split(",") for line in lines if line.endswith(",0")]
+    (sheets,) = run_bench(ROOT / "bench/ambiguity.py", "sheets", "--report", report, "--out", blind)
+    assert sheets["misread"] == len(wrong) > 0 and len(sheets["sheets"]) == -(-len(wrong) // 12)
+    # The sheets hold no label: the template asks for every reading.
+    assert (blind / "readings.csv").read_text().splitlines() == ["number,reading,unsure", *[f"{n},," for n in range(1, len(wrong) + 1)]]
+    # A person who reads every one as the model did, but the first right and sure of it.
+    rows = [[n, truth if n == 1 else guess, ""] for n, (_, truth, guess, _, _) in enumerate(wrong, 1)]
+    (blind / "readings.csv").write_text("number,reading,unsure\n" + "".join(f"{n},{r},{u}\n" for n, r, u in rows))
+    (score,) = run_bench(ROOT / "bench/ambiguity.py", "score", "--report", report, "--readings", blind / "readings.csv")
+    assert (score["person_right_sure"], score["person_as_model"], score["ambiguous"]) == (1, len(wrong) - 1, len(wrong) - 1)
+    # A row left empty is a user's mistake: one line, exit 2.
+    (blind / "readings.csv").write_text("number,reading,unsure\n1,,\n")
+    proc = subprocess.run(
+        [sys.executable, "bench/ambiguity.py", "score", "--report", report, "--readings", blind / "readings.csv"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "no reading for #1" in proc.stderr and "Traceback" not in proc.stderr
