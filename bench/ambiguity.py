@@ -56,8 +56,10 @@ def draw_sheets(images: list, out: Path) -> list[Path]:
     """Numbered sheets of the images, PER_SHEET to a sheet, each ZOOM times its size."""
     from PIL import Image, ImageDraw
 
-    w, h = images[0].width * ZOOM, images[0].height * ZOOM
     sheets = []
+    if not images:
+        return sheets
+    w, h = images[0].width * ZOOM, images[0].height * ZOOM
     for start in range(0, len(images), PER_SHEET):
         batch = images[start : start + PER_SHEET]
         rows_n = -(-len(batch) // COLUMNS)
@@ -72,8 +74,18 @@ def draw_sheets(images: list, out: Path) -> list[Path]:
     return sheets
 
 
+def filled(readings: Path) -> bool:
+    """Whether a readings.csv holds any reading (a reader's work, which sheets must not overwrite)."""
+    if not readings.is_file():
+        return False
+    with readings.open(newline="") as f:
+        return any((r.get("reading") or "").strip() for r in csv.DictReader(f))
+
+
 def score(rows: list[dict], readings: Path) -> dict:
     """Counts of the person's readings against the truth and the model's reading."""
+    if not readings.is_file():
+        raise UserError(f"{readings}: not found; write it with python bench/ambiguity.py sheets, then fill it in")
     with readings.open(newline="") as f:
         person = {r["number"]: (r["reading"].strip().upper(), (r.get("unsure") or "").strip()) for r in csv.DictReader(f)}
     counts = dict.fromkeys(["right_sure", "right_unsure", "as_model", "other"], 0)
@@ -106,6 +118,8 @@ def main(argv: list[str] | None = None) -> None:
         emit({"report": str(args.report), **score(rows, args.readings)})
         return
     out = args.out or args.report / "blind"
+    if filled(out / "readings.csv"):
+        raise UserError(f"{out / 'readings.csv'}: it holds a reader's readings; score them, or give another --out")
     out.mkdir(parents=True, exist_ok=True)
     sheets = draw_sheets(redraw(args.report, rows), out)
     with (out / "readings.csv").open("w", newline="") as f:

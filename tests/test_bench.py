@@ -88,12 +88,17 @@ def test_ambiguity_draws_the_misread_captchas_blind_and_scores_a_persons_reading
     (blind / "readings.csv").write_text("number,reading,unsure\n" + "".join(f"{n},{r},{u}\n" for n, r, u in rows))
     (score,) = run_bench(ROOT / "bench/ambiguity.py", "score", "--report", report, "--readings", blind / "readings.csv")
     assert (score["person_right_sure"], score["person_as_model"], score["ambiguous"]) == (1, len(wrong) - 1, len(wrong) - 1)
+    # Drawing the sheets again would wipe those readings: refused, and they stay.
+    kept = (blind / "readings.csv").read_text()
+    assert "holds a reader's readings" in refused("sheets", "--report", report, "--out", blind)
+    assert (blind / "readings.csv").read_text() == kept
     # A row left empty is a user's mistake: one line, exit 2.
     (blind / "readings.csv").write_text("number,reading,unsure\n1,,\n")
-    proc = subprocess.run(
-        [sys.executable, "bench/ambiguity.py", "score", "--report", report, "--readings", blind / "readings.csv"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 2 and "no reading for #1" in proc.stderr and "Traceback" not in proc.stderr
+    assert "no reading for #1" in refused("score", "--report", report, "--readings", blind / "readings.csv")
+
+
+def refused(*args) -> str:
+    """bench/ambiguity.py's stderr for a user's mistake: exit status 2 and one line, no traceback."""
+    proc = subprocess.run([sys.executable, "bench/ambiguity.py", *map(str, args)], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    return proc.stderr
