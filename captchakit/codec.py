@@ -145,24 +145,16 @@ class LabelCodec:
         spelt = self.spelled(logp, texts if texts is not None else self.texts(logits))
         return (spelt / self.in_lengths(logp)).clamp_(0.0, 1.0)
 
-    def length_mass(self, logits, temperature: float | None = None):
-        """(N,) the probability, under a CTC head's (N, T, num_classes) logits, of spelling a text of a
-        length that labels have: the confidence is the text's probability given that, since a label
-        never has another length (1 where no path of T columns can)."""
-        return self.in_lengths(self.log_probabilities(logits, temperature))
-
     def in_lengths(self, logp):
-        """`length_mass` of (N, T, K) log-probabilities."""
+        """(N,) the probability, under a CTC head's (N, T, num_classes) log-probabilities, of spelling a
+        text of a length that labels have: the confidence is the text's probability given that, since
+        a label never has another length (1 where no path of T columns can)."""
         mass = ctc_paths.length_mass(logp, self.blank, self.min_length, self.length)
         return mass.where(mass > 0, mass.new_ones(()))
 
-    def spelling_probabilities(self, logits, texts: list[str], temperature: float | None = None):
-        """(N,) the probability of each of `texts` under a CTC head's (N, T, num_classes) logits,
-        summed over every path of T columns that collapses to it (the CTC forward pass)."""
-        return self.spelled(self.log_probabilities(logits, temperature), texts)
-
     def spelled(self, logp, texts: list[str]):
-        """`spelling_probabilities` of (N, T, K) log-probabilities."""
+        """(N,) the probability of each of `texts` under a CTC head's (N, T, num_classes)
+        log-probabilities, summed over every path of T columns that collapses to it (the CTC forward pass)."""
         import torch  # here, not above: captcha_gen.py and captcha_dataset.py use the codec without torch
         import torch.nn.functional as F
 

@@ -104,7 +104,8 @@ def test_a_reading_of_a_length_no_label_has_is_read_again_at_a_length_labels_hav
     assert fixed.collapse(logp[0].argmax(-1).tolist()) == "abcc"
     [(text, conf)] = fixed.decode(logp)
     # Its confidence: the probability of "abc" given that the text has three characters.
-    spelt, three = fixed.spelling_probabilities(logp, ["abc"]).item(), fixed.length_mass(logp).item()
+    logp = fixed.log_probabilities(logp)
+    spelt, three = fixed.spelled(logp, ["abc"]).item(), fixed.in_lengths(logp).item()
     assert text == "abc" and three < 1 and conf == pytest.approx(spelt / three)
     assert path_of_length(logp[0].numpy(), blank, 3, 3) == [a, b, c, blank, blank, blank]
     assert path_of_length(logp[0, :2].numpy(), blank, 3, 3) is None  # two columns cannot spell three characters
