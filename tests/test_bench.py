@@ -38,9 +38,16 @@ def test_time_to_accuracy_reports_every_epoch_and_a_summary(tmp_path):
     assert summary["epochs"] == 2 and summary["peak_rss_mb"] > 0 and (tmp_path / "model.pkl").exists()
 
 
-def test_accuracy_reports_the_standard_error_and_the_errors_by_kind(tiny_model, tmp_path):
-    report = tmp_path / "report"
+@pytest.fixture(scope="module")
+def steer_report(tiny_model, tmp_path_factory):
+    """bench/accuracy.py's JSON line and --report folder for 40 captchas read by the tiny model (read once, by two tests)."""
+    report = tmp_path_factory.mktemp("steer") / "report"
     (record,) = run_bench(ROOT / "bench/accuracy.py", "--model", tiny_model, "--count", "40", "--device", "cpu", "--report", report)
+    return record, report
+
+
+def test_accuracy_reports_the_standard_error_and_the_errors_by_kind(steer_report):
+    record, report = steer_report
     # --report: captcha_test.py's report of the same captchas, its gallery of the misread ones first.
     assert json.loads((report / "metrics.json").read_text())["errors"] == record["misread_captchas"]
     assert (report / "errors.png").stat().st_size > 0 and len((report / "predictions.csv").read_text().splitlines()) == 41
@@ -74,9 +81,8 @@ def test_few_labels_reports_each_variant_and_counts_wrong_pseudo_labels(tmp_path
     assert 0 <= row["perfect_mean"] <= 1 and 0 <= row["perfect_p90"] <= 1 and {"path_plain", "path_views"} <= row.keys()
 
 
-def test_ambiguity_draws_the_misread_captchas_blind_and_scores_a_persons_readings(tiny_model, tmp_path):
-    report, blind = tmp_path / "report", tmp_path / "blind"
-    run_bench(ROOT / "bench/accuracy.py", "--model", tiny_model, "--count", "30", "--device", "cpu", "--report", report)
+def test_ambiguity_draws_the_misread_captchas_blind_and_scores_a_persons_readings(steer_report, tmp_path):
+    (_, report), blind = steer_report, tmp_path / "blind"
     lines = (report / "predictions.csv").read_text().splitlines()[1:]
     wrong = [line.split(",") for line in lines if line.endswith(",0")]
     (sheets,) = run_bench(ROOT / "bench/ambiguity.py", "sheets", "--report", report, "--out", blind)
