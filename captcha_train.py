@@ -17,7 +17,7 @@ import argparse
 
 from captchakit.cli import add_settings_args, non_negative_int, positive_float, positive_int, probability
 from captchakit.errors import run_cli
-from captchakit.train.config import EPOCHS, FEW_TO_RETUNE, FINETUNE_LR, LR, SMALL_DATA, TrainConfig
+from captchakit.train.config import EPOCHS, FEW_TO_RETUNE, FINETUNE_LR, LR, SMALL_DATA, TEST_SHIFTS, TrainConfig
 from captchakit.train.engine import PRECISIONS
 from captchakit.train.online import VAL_SEED
 from captchakit.train.resume import given_flags
@@ -146,6 +146,33 @@ def add_recipe_args(g) -> None:
     g.add_argument("--weight-decay", type=float, default=D.weight_decay, help="AdamW weight decay (default: %(default)s)")
     g.add_argument("--label-smoothing", type=float, default=D.label_smoothing, help="cross-entropy label smoothing (default: %(default)s)")
     g.add_argument("--seed", type=int, default=D.seed, help="seed for weights, batch order and augmentation (default: %(default)s)")
+    add_augment_args(g)
+    g.add_argument(
+        "--ema",
+        type=float,
+        default=D.ema,
+        metavar="DECAY",
+        help="check and save a moving average of the weights with this decay per step; 0 turns it off (default: %(default)s)",
+    )
+    g.add_argument(
+        "--test-shifts",
+        type=non_negative_int,
+        default=None,
+        metavar="K",
+        help="the saved model reads each image also moved K pixels left and right and averages the three readings "
+        "(checking during training reads once); 0 reads once, as a CTC model always does "
+        f"(default: {TEST_SHIFTS} for a position head, 0 for CTC)",
+    )
+    g.add_argument(
+        "--model-config",
+        default=None,
+        metavar="JSON",
+        help='advanced: override the network\'s ModelConfig fields, e.g. \'{"channels": [32, 64, 96, 128], "strides": [2, 2, 1, 2]}\'; '
+        'variable-length labels get {"head": "ctc"} unless a head is named',
+    )
+
+
+def add_augment_args(g) -> None:
     aug = g.add_mutually_exclusive_group()
     aug.add_argument(
         "--augment", dest="augment", action="store_true", default=None, help=f"force augmentation on (default: below {SMALL_DATA:,} images)"
@@ -160,20 +187,6 @@ def add_recipe_args(g) -> None:
         default=D.shift,
         metavar="K",
         help="when not augmenting, move each training image up to K whole pixels sideways; 0 turns it off (default: %(default)s)",
-    )
-    g.add_argument(
-        "--ema",
-        type=float,
-        default=D.ema,
-        metavar="DECAY",
-        help="check and save a moving average of the weights with this decay per step; 0 turns it off (default: %(default)s)",
-    )
-    g.add_argument(
-        "--model-config",
-        default=None,
-        metavar="JSON",
-        help='advanced: override the network\'s ModelConfig fields, e.g. \'{"channels": [32, 64, 96, 128], "strides": [2, 2, 1, 2]}\'; '
-        'variable-length labels get {"head": "ctc"} unless a head is named',
     )
 
 

@@ -58,7 +58,8 @@ def add_test_shifts_arg(p: argparse.ArgumentParser) -> None:
         metavar="K",
         help="also read each image moved K pixels left and right and average the three readings: "
         "a small ensemble, three forward passes per image (3 is a good choice; what it gains: "
-        "docs/BENCHMARKS.md, study item 13; 0 reads once; CTC models read once only; default: what the model was trained with)",
+        "docs/BENCHMARKS.md, study item 13; 0 reads once; CTC models read once only; default: as the model was saved, "
+        "which is 3 for a position head that captcha_train.py trained and 0 for the shipped models)",
     )
 
 

@@ -198,10 +198,15 @@ def check_test_shifts(shifts: tuple[int, ...], width: int, head: str = "attentio
         raise ValueError("a CTC model reads each image once (shifted views do not align column by column); leave it out or use 0")
 
 
+def view_shifts(k: int) -> tuple[int, ...]:
+    """--test-shifts K as the shifts of the views: (-K, 0, K), or (0,) for 0."""
+    return (-k, 0, k) if k else (0,)
+
+
 def with_test_shifts(model: CaptchaCNN, k: int | None) -> CaptchaCNN:
     """The model, reading each image also moved k pixels left and right (None: as it was saved)."""
     if k is not None:
-        shifts = (-k, 0, k) if k else (0,)
+        shifts = view_shifts(k)
         check_test_shifts(shifts, model.settings.width, model.config.head)
         model.config = replace(model.config, test_shifts=shifts)
     return model

@@ -11,6 +11,8 @@ import sys
 import pytest
 from conftest import ROOT
 
+from captchakit.checkpoint import read_checkpoint
+
 
 def run_bench(*args, timeout=300):
     proc = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
@@ -32,10 +34,14 @@ def test_gen_speed_reports_one_and_all_workers():
 
 def test_time_to_accuracy_reports_every_epoch_and_a_summary(tmp_path):
     out = run_bench(ROOT / "bench/time_to_accuracy.py", "--train", "96", "--test", "16", "--data", tmp_path, "--", "--epochs", "2",
-                    "--batch-size", "32")  # fmt: skip
+                    "--batch-size", "32", "--from-scratch")  # fmt: skip
     epochs, summary = out[:-1], out[-1]
     assert [e["epoch"] for e in epochs] == [1, 2] and all(0 <= e["accuracy"] <= 1 for e in epochs)
     assert summary["epochs"] == 2 and summary["peak_rss_mb"] > 0 and (tmp_path / "model.pkl").exists()
+    # From scratch, a position head (not the general reader's CTC): it reads with three views, the figure captcha_test.py prints.
+    saved = read_checkpoint(tmp_path / "model.pkl")
+    assert tuple(saved["model_config"]["test_shifts"]) == (-3, 0, 3)
+    assert summary["read_with_views"] == pytest.approx(saved["meta"]["val_accuracy"], abs=5e-5)
 
 
 @pytest.fixture(scope="module")

@@ -252,6 +252,29 @@ def test_a_named_head_wins_and_fixed_length_sets_keep_the_attention_head(variabl
     assert code == 0 and "CTC" not in out and read_checkpoint(plain)["model_config"]["head"] == "attention"
 
 
+def test_position_heads_save_three_views_ctc_reads_once_and_a_refused_shift_stops_before_training(ctc_model, variable, tmp_path, cli):
+    assert tuple(read_checkpoint(ctc_model)["model_config"]["test_shifts"]) == (0,)
+    fixed = tmp_path / "fixed"
+    draw(fixed, 30, Settings(charset="ABC123", length=4, width=64, height=32), seed=5)
+    viewed, once = tmp_path / "viewed.pkl", tmp_path / "once.pkl"
+    code, out, _ = cli(captcha_train.main, "--train-dir", fixed, "--val-split", "0.2", "--model", viewed, *FAST)
+    ckpt = read_checkpoint(viewed)
+    assert code == 0 and tuple(ckpt["model_config"]["test_shifts"]) == (-3, 0, 3)
+    assert "read with views moved 3 pixels left and right" in out and "one_view_accuracy" in ckpt["meta"]
+    assert cli(captcha_train.main, "--train-dir", fixed, "--val-split", "0.2", "--model", once, "--test-shifts", "0", *FAST)[0] == 0
+    assert tuple(read_checkpoint(once)["model_config"]["test_shifts"]) == (0,) and "one_view_accuracy" not in read_checkpoint(once)["meta"]
+    refused = tmp_path / "refused.pkl"
+    code, out, err = cli(captcha_train.main, "--train-dir", variable, "--val-split", "0.2", "--model", refused, "--test-shifts", "3", *FAST)
+    assert (
+        code == 2
+        and len(err.strip().splitlines()) == 1
+        and err.strip().endswith(
+            "error: --test-shifts 3: a CTC model reads each image once (shifted views do not align column by column); leave it out or use 0"
+        )
+    )
+    assert "epoch 1/1" not in out and not refused.exists()
+
+
 def test_old_model_files_keep_their_head(tmp_path):
     old = {k: v for k, v in ModelConfig().to_dict().items() if not k.startswith("ctc_")}  # as files before CTC hold it
     assert ModelConfig.from_dict(old).head == "attention"

@@ -28,6 +28,10 @@ WEIGHT_DECAY = 0.2  # study item 14: 0.2 rather than 0.05 on 100,000 captchas, 0
 LABEL_SMOOTHING = 0.1
 WARMUP = 0.15  # share of the steps spent warming the learning rate up
 SHIFT = 3  # study item 13: whole-pixel sideways moves when not augmenting
+# A position-head model reads each image also moved this many pixels left and right and averages
+# the three: 0.2-0.4 points more on 10,000 captchas for every default model measured, at three
+# forward passes per image (docs/BENCHMARKS.md, "Accuracy on 10,000"). CTC models read once.
+TEST_SHIFTS = 3
 
 # Small data sets: augmentation on and more epochs, so that a few thousand images are not learned by heart.
 SMALL_DATA = 20_000  # fewer training images than this: augmentation on, epochs from SMALL_DATA_IMAGES
@@ -99,6 +103,7 @@ class TrainConfig:
     augment_strength: float = 1.0
     shift: int = SHIFT
     ema: float = EMA_DECAY  # study item 11
+    test_shifts: int | None = None  # the views the saved model reads with; None: TEST_SHIFTS, or 0 for CTC
     target_acc: float | None = None
     patience: int | None = None  # epochs without a better validation accuracy before stopping; 0: never
     # Output, and this machine's choices (never restored by --resume).

@@ -15,10 +15,11 @@ from captchakit.calibrate import calibrate
 from captchakit.checkpoint import model_from_checkpoint, read_checkpoint, write_checkpoint
 from captchakit.device import choose_device
 from captchakit.errors import UserError
+from captchakit.evaluate import evaluate
 from captchakit.files import check_free_space, check_writable_dir, remove_stale_temps
-from captchakit.model import CaptchaCNN, count_parameters
+from captchakit.model import CaptchaCNN, check_test_shifts, count_parameters, view_shifts, with_test_shifts
 from captchakit.train import distributed, online, prepare, pseudo, resume
-from captchakit.train.config import Plan, TrainConfig, make_plan
+from captchakit.train.config import TEST_SHIFTS, Plan, TrainConfig, make_plan
 from captchakit.train.ema import WeightAverage, run_decay
 from captchakit.train.engine import make_engine
 from captchakit.train.loop import History, Progress, Trainer, fit, make_optimizer
@@ -33,6 +34,7 @@ def run(config: TrainConfig, given: dict | None = None) -> int:
     if config.unlabelled:
         pseudo.check(config, distributed.world_size())
     config, model, state, source = start_or_resume(config, device, given or {})
+    reading_shifts(config, model)  # a --test-shifts the model cannot read with is refused before training
     # Room for model.pkl, last.pkl and one temporary copy, each weights + 2 AdamW moments (float32).
     check_free_space(resume.run_files(config.model)[0], 3 * 3 * 4 * count_parameters(model), "--model")
     with distributed.local_main_first():  # one process per machine builds the packed cache
@@ -43,7 +45,7 @@ def run(config: TrainConfig, given: dict | None = None) -> int:
     data_meta = {"train_dir": str(config.train_dir), **data_meta, **({"fine_tuned_from": source} if source else {})}
     seen = train_model(config, model, state, train, val, device, data_meta)
     if distributed.is_main():
-        calibrate_saved(config.model, val, device)
+        calibrate_saved(config, val, device)
         if config.unlabelled:
             pseudo.rounds(config, train, val, seen, device, lambda cfg, net, data: train_round(cfg, net, data, val, device, data_meta))
     return 0
@@ -70,17 +72,47 @@ def train_round(config: TrainConfig, model: CaptchaCNN, data, val, device, data_
     """One pseudo-label round (captchakit.train.pseudo): fine-tune `model` on `data` into config.model,
     calibrate it; returns its best validation accuracy."""
     check_output(config.model)
+    model = with_test_shifts(model, 0)  # epochs checked read once, as in the labelled run it is compared with
     train_model(config, model, None, data, val, device, data_meta)
-    calibrate_saved(config.model, val, device)
+    calibrate_saved(config, val, device)
     return float(read_checkpoint(config.model)["meta"]["best_accuracy"])
 
 
-def calibrate_saved(path, val, device) -> None:
-    """Fit the saved best model's confidence temperature on the validation images and store it in model.pkl."""
+def calibrate_saved(config: TrainConfig, val, device) -> None:
+    """Set the saved best model's reading views (--test-shifts) and fit its confidence temperature on
+    the validation images read that way; both go into model.pkl."""
+    path = config.model
     ckpt = read_checkpoint(path)
-    calibration = calibrate(model_from_checkpoint(ckpt, path, device), val, device)
-    write_checkpoint(path, {**ckpt, "calibration": calibration.to_dict()})
+    model = model_from_checkpoint(ckpt, path, device)
+    model = with_test_shifts(model, reading_shifts(config, model))
+    meta = read_with_views(model, ckpt.get("meta", {}), val, device)
+    calibration = calibrate(model, val, device)
+    write_checkpoint(path, {**ckpt, "model_config": model.config.to_dict(), "meta": meta, "calibration": calibration.to_dict()})
     print(calibration.describe())
+
+
+def read_with_views(model: CaptchaCNN, meta: dict, val, device) -> dict:
+    """The metadata with the validation figures of a model that reads several views (what captcha_test.py
+    then prints on those images); the epoch was chosen by one view, kept as one_view_accuracy."""
+    if model.config.test_shifts == (0,):
+        return meta
+    result = evaluate(model, val, device)
+    k = max(model.config.test_shifts)
+    print(f"read with views moved {k} pixels left and right (--test-shifts 0 reads once): {result.summary('val')}")
+    read = {"val_accuracy": result.accuracy, "val_char_accuracy": result.char_accuracy}
+    return {**meta, "one_view_accuracy": meta.get("val_accuracy"), **read}
+
+
+def reading_shifts(config: TrainConfig, model: CaptchaCNN) -> int:
+    """--test-shifts; by default TEST_SHIFTS for a position head (where the image is wide enough), 0 for CTC."""
+    k, width, head = config.test_shifts, model.settings.width, model.config.head
+    if k is None:
+        return TEST_SHIFTS if head != "ctc" and width // 2 > TEST_SHIFTS else 0
+    try:
+        check_test_shifts(view_shifts(k), width, head)
+    except ValueError as err:
+        raise UserError(f"--test-shifts {k}: {err}") from None
+    return k
 
 
 def check_output(model_path) -> None:
