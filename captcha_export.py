@@ -85,6 +85,15 @@ def add_ship_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def say_shipped_reading(ckpt: dict, confidence_from: str | None) -> None:
+    """A shipped model reads each image once (its speed and accuracy figures are for one view): say so
+    when --model was saved reading several, whose confidence was fitted on those views."""
+    shifts = tuple(ckpt.get("model_config", {}).get("test_shifts", (0,)))
+    if shifts != (0,):
+        refit = "" if confidence_from else "; its confidence was fitted on the views: --confidence-from fits it reading once"
+        print(f"the shipped model reads each image once (--model was saved reading {len(shifts)} views){refit}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not (args.onnx or args.slim or args.ship or args.ship_general):
@@ -100,7 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     for flag in ("onnx", "slim", "ship", "ship_general"):  # every output folder takes files, before any export work
         if getattr(args, flag):
             check_writable_dir(Path(getattr(args, flag)).parent, f"--{flag.replace('_', '-')}")
-    model, ckpt = load_checkpoint(captcha_default.resolve_model(args.model), "cpu")
+    shipping = bool(args.ship or args.ship_general)
+    model, ckpt = load_checkpoint(captcha_default.resolve_model(args.model), "cpu", 0 if shipping else None)
+    if shipping:
+        say_shipped_reading(ckpt, args.confidence_from)
     if args.confidence_from:
         ckpt = fit_confidence(model, ckpt, args.confidence_from)
     if args.onnx and args.int8:
