@@ -20,7 +20,7 @@ import torch
 from captchakit import calibrate
 from captchakit.errors import DISK_FULL, UserError
 from captchakit.files import atomic_path
-from captchakit.model import CaptchaCNN, ModelConfig, with_test_shifts
+from captchakit.model import CaptchaCNN, ModelConfig, check_test_shifts, view_shifts, with_test_shifts
 from captchakit.settings import Settings
 
 FORMAT = "captcha-toolkit/1"
@@ -155,7 +155,14 @@ def load_checkpoint(path, device="cpu", test_shifts: int | None = None) -> tuple
     """(model in eval mode on `device`, the checkpoint dict); test_shifts: see --test-shifts."""
     ckpt = read_checkpoint(path)
     model = model_from_checkpoint(ckpt, path, device)
+    if test_shifts is not None:
+        check_reading(model, test_shifts)
+    return with_test_shifts(model, test_shifts), ckpt
+
+
+def check_reading(model: CaptchaCNN, k: int) -> None:
+    """Refuse, as the user's mistake, a --test-shifts K that `model` cannot read with (too wide, or a CTC head)."""
     try:
-        return with_test_shifts(model, test_shifts), ckpt
+        check_test_shifts(view_shifts(k), model.settings.width, model.config.head)
     except ValueError as err:
-        raise UserError(f"--test-shifts {test_shifts}: {err}") from None
+        raise UserError(f"--test-shifts {k}: {err}") from None

@@ -12,12 +12,12 @@ from pathlib import Path
 import torch
 
 from captchakit.calibrate import calibrate
-from captchakit.checkpoint import model_from_checkpoint, read_checkpoint, write_checkpoint
+from captchakit.checkpoint import check_reading, model_from_checkpoint, read_checkpoint, write_checkpoint
 from captchakit.device import choose_device
 from captchakit.errors import UserError
 from captchakit.evaluate import evaluate
 from captchakit.files import check_free_space, check_writable_dir, remove_stale_temps
-from captchakit.model import CaptchaCNN, check_test_shifts, count_parameters, view_shifts, with_test_shifts
+from captchakit.model import CaptchaCNN, count_parameters, with_test_shifts
 from captchakit.train import distributed, online, prepare, pseudo, resume
 from captchakit.train.config import TEST_SHIFTS, Plan, TrainConfig, make_plan
 from captchakit.train.ema import WeightAverage, run_decay
@@ -105,14 +105,10 @@ def read_with_views(model: CaptchaCNN, meta: dict, val, device) -> dict:
 
 def reading_shifts(config: TrainConfig, model: CaptchaCNN) -> int:
     """--test-shifts; by default TEST_SHIFTS for a position head (where the image is wide enough), 0 for CTC."""
-    k, width, head = config.test_shifts, model.settings.width, model.config.head
-    if k is None:
-        return TEST_SHIFTS if head != "ctc" and width // 2 > TEST_SHIFTS else 0
-    try:
-        check_test_shifts(view_shifts(k), width, head)
-    except ValueError as err:
-        raise UserError(f"--test-shifts {k}: {err}") from None
-    return k
+    if config.test_shifts is None:
+        return TEST_SHIFTS if model.config.head != "ctc" and model.settings.width // 2 > TEST_SHIFTS else 0
+    check_reading(model, config.test_shifts)
+    return config.test_shifts
 
 
 def check_output(model_path) -> None:
